@@ -1,0 +1,108 @@
+"""Input validation that runs before a model's forward, so users see what is wrong, not a torch shape error.
+
+Whether an input size fits is found by running the model itself on the meta device (shapes only, no
+memory, no arithmetic), once per new input size; on a misfit the accepted range is searched the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+_SHAPE_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
+class InputCheck:
+    """Forward pre-hook: checks rank, dtype, channels and spatial size of the input batch."""
+
+    def __init__(self, model_name: str, in_chans: int, native_hw: tuple[int, int]):
+        self.model_name = model_name
+        self.in_chans = in_chans
+        self.native_hw = tuple(native_hw)
+        self._fits: dict[tuple[int, int, bool], bool] = {}
+        self._probing = False
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        if self._probing:
+            return
+        name = self.model_name
+        if not args or not isinstance(args[0], Tensor):
+            got = type(args[0]).__name__ if args else "nothing"
+            raise TypeError(f"{name} expects a tensor of images shaped (N, C, H, W), got {got}")
+        x = args[0]
+        if x.dim() != 4:
+            raise ValueError(
+                f"{name} expects a batch of images shaped (N, C, H, W), got a tensor of shape {tuple(x.shape)}"
+                + ("; add a batch dimension with x.unsqueeze(0)" if x.dim() == 3 else "")
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"{name} expects a floating-point input, got {x.dtype}; convert with x.float()")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{name} was built for {self.in_chans} input channel(s), got {x.shape[1]}; "
+                f"pass in_chans={x.shape[1]} to create_model to build it for that"
+            )
+        h, w = x.shape[-2:]
+        if not self._fit(module, h, w):
+            raise ValueError(self._explain(module, h, w))
+
+    def _fit(self, module: nn.Module, h: int, w: int) -> bool:
+        key = (h, w, module.training)
+        if key not in self._fits:
+            self._fits[key] = self._runs(module, h, w)
+        if not self._fits[key] and (h, w) != self.native_hw and not self._fit(module, *self.native_hw):
+            return True  # the model does not run on meta even at its native size: no basis to judge
+        return self._fits[key]
+
+    def _runs(self, module: nn.Module, h: int, w: int) -> bool:
+        tensors = {k: torch.empty_like(v, device="meta") for k, v in module.named_parameters()}
+        tensors.update({k: torch.empty_like(v, device="meta") for k, v in module.named_buffers()})
+        x = torch.empty(2, self.in_chans, h, w, device="meta")  # 2: batch norm needs more than one value
+        self._probing = True
+        try:
+            out = functional_call(module, tensors, (x,))
+        except _SHAPE_ERRORS:
+            return False
+        finally:
+            self._probing = False
+        outs = out if isinstance(out, tuple) else (out,)
+        return all(o.numel() > 0 for o in outs if isinstance(o, Tensor))
+
+    def accepted_range(self, module: nn.Module, axis: int) -> tuple[int, int | None]:
+        """Smallest and largest side along `axis` (0: height, 1: width) that runs, the other side native.
+
+        The largest is None when twice the native side still runs (the model pools adaptively).
+        """
+        native = self.native_hw[axis]
+
+        def runs(side: int) -> bool:
+            hw = list(self.native_hw)
+            hw[axis] = side
+            return self._fit(module, *hw)
+
+        lo, hi = 1, native
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if runs(mid) else (mid + 1, hi)
+        smallest = lo
+        if runs(2 * native):
+            return smallest, None
+        lo, hi = native, 2 * native - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if runs(mid) else (lo, mid - 1)
+        return smallest, lo
+
+    def _explain(self, module: nn.Module, h: int, w: int) -> str:
+        (hmin, hmax), (wmin, wmax) = self.accepted_range(module, 0), self.accepted_range(module, 1)
+        native = "x".join(map(str, self.native_hw))
+        got = f"{self.model_name}: input {h}x{w}"
+        if h < hmin or w < wmin:
+            return f"{got} is too small; the smallest input that works is {hmin}x{wmin} (native size {native})"
+        if (hmax is not None and h > hmax) or (wmax is not None and w > wmax):
+            return (
+                f"{got} is too large for its fixed-size classifier; it accepts {hmin}x{wmin} up to "
+                f"{hmax}x{wmax} (native size {native})"
+            )
+        return f"{got} does not fit the model's strides and pools; its native size is {native}"

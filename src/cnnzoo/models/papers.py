@@ -1,0 +1,50 @@
+"""The publications behind the registered networks, each cited once (year: its first public version)."""
+
+from cnnzoo.registry import Paper
+
+LECUN_1998 = Paper(
+    authors="Yann LeCun, Léon Bottou, Yoshua Bengio, Patrick Haffner",
+    title="Gradient-Based Learning Applied to Document Recognition",
+    venue="Proceedings of the IEEE 86(11)",
+    year=1998,
+    url="http://yann.lecun.com/exdb/publis/pdf/lecun-98.pdf",
+)
+KRIZHEVSKY_2012 = Paper(
+    authors="Alex Krizhevsky, Ilya Sutskever, Geoffrey E. Hinton",
+    title="ImageNet Classification with Deep Convolutional Neural Networks",
+    venue="NIPS 2012",
+    year=2012,
+    url="https://papers.nips.cc/paper/4824-imagenet-classification-with-deep-convolutional-neural-networks",
+)
+KRIZHEVSKY_2014 = Paper(
+    authors="Alex Krizhevsky",
+    title="One weird trick for parallelizing convolutional neural networks",
+    venue="arXiv preprint 2014",
+    year=2014,
+    url="https://arxiv.org/abs/1404.5997",
+    arxiv="1404.5997",
+)
+ZEILER_2013 = Paper(
+    authors="Matthew D. Zeiler, Rob Fergus",
+    title="Visualizing and Understanding Convolutional Networks",
+    venue="ECCV 2014",
+    year=2013,
+    url="https://arxiv.org/abs/1311.2901",
+    arxiv="1311.2901",
+)
+SIMONYAN_2014 = Paper(
+    authors="Karen Simonyan, Andrew Zisserman",
+    title="Very Deep Convolutional Networks for Large-Scale Image Recognition",
+    venue="ICLR 2015",
+    year=2014,
+    url="https://arxiv.org/abs/1409.1556",
+    arxiv="1409.1556",
+)
+LIN_2013 = Paper(
+    authors="Min Lin, Qiang Chen, Shuicheng Yan",
+    title="Network In Network",
+    venue="ICLR 2014",
+    year=2013,
+    url="https://arxiv.org/abs/1312.4400",
+    arxiv="1312.4400",
+)
