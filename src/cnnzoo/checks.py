@@ -96,13 +96,26 @@ class InputCheck:
 
     def _explain(self, module: nn.Module, h: int, w: int) -> str:
         (hmin, hmax), (wmin, wmax) = self.accepted_range(module, 0), self.accepted_range(module, 1)
-        native = "x".join(map(str, self.native_hw))
+        if hmax is None or wmax is None:
+            accepts = f"the smallest input that works is {hmin}x{wmin}"
+        elif (hmin, wmin) == (hmax, wmax):
+            accepts = f"it accepts only {hmin}x{wmin}"
+        else:
+            accepts = f"it accepts {hmin}x{wmin} up to {hmax}x{wmax}"
         got = f"{self.model_name}: input {h}x{w}"
+        native = "native size " + "x".join(map(str, self.native_hw))
         if h < hmin or w < wmin:
-            return f"{got} is too small; the smallest input that works is {hmin}x{wmin} (native size {native})"
+            return f"{got} is too small; {accepts} ({native})"
         if (hmax is not None and h > hmax) or (wmax is not None and w > wmax):
-            return (
-                f"{got} is too large for its fixed-size classifier; it accepts {hmin}x{wmin} up to "
-                f"{hmax}x{wmax} (native size {native})"
-            )
-        return f"{got} does not fit the model's strides and pools; its native size is {native}"
+            return f"{got} is too large for its fixed-size classifier; {accepts} ({native})"
+        return f"{got} does not fit the model's strides and pools; {accepts} ({native})"
+
+def input_range(model: nn.Module, axis: int = 0) -> tuple[int, int | None]:
+    """(smallest, largest) input side along `axis` (0: height, 1: width) that a model from create_model accepts.
+
+    The largest is None when the model pools adaptively and takes any larger size.
+    """
+    for hook in model._forward_pre_hooks.values():
+        if isinstance(hook, InputCheck):
+            return hook.accepted_range(model, axis)
+    raise ValueError("this model was not built by cnnzoo.create_model, so its accepted input sizes are unknown")

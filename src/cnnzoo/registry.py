@@ -39,7 +39,7 @@ class Paper:
     @property
     def short(self) -> str:
         """"LeCun et al. 1998" or "Lin, Chen & Yan 2013"-style short citation."""
-        names = [a.strip() for a in self.authors.split(",")]
+        names = [a.split()[-1] for a in self.authors.split(",")]  # surnames
         if len(names) > 3:
             return f"{names[0]} et al. {self.year}"
         if len(names) == 1:

@@ -1,0 +1,180 @@
+"""The `cnnzoo` command: parse, call the library, print. Bad input: one line on stderr, exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import asdict
+
+import torch
+
+import cnnzoo
+from cnnzoo.registry import DATASET_CLASSES, model_options
+
+EPILOG_LIST = """examples:
+  cnnzoo list
+  cnnzoo list 'vgg*'
+  cnnzoo list --dataset cifar10 --format csv"""
+
+EPILOG_INFO = """examples:
+  cnnzoo info vgg16
+  cnnzoo info lenet5 --format json"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage plus a message; we promise one line
+        self.exit(2, f"{self.prog}: error: {message} (try --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cnnzoo",
+        description="The classic convolutional networks, built as their papers specified.",
+        epilog="examples:\n  cnnzoo list\n  cnnzoo info alexnet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cnnzoo {cnnzoo.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("list", help="registered models with their papers and parameter counts",
+                       description="List registered models: family, year, native input, parameters "
+                                   "(computed from the model, and as the paper reports them).",
+                       epilog=EPILOG_LIST, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
+    p.add_argument("--dataset", choices=sorted(DATASET_CLASSES), help="only models for this dataset")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(run=_list)
+
+    p = sub.add_parser("info", help="a model's card, computed parameter count and output shape",
+                       description="Show a model's card (paper, reported figures and where they are stated, "
+                                   "deviations), its computed parameter count and its output shape at the "
+                                   "native input size.",
+                       epilog=EPILOG_INFO, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="a registered model name (see `cnnzoo list`)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(run=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"cnnzoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `cnnzoo list | head`
+        sys.stderr.close()
+    return 0
+
+
+def _meta_model(name: str):
+    with torch.device("meta"):  # shapes only: no memory, no arithmetic
+        return cnnzoo.create_model(name)
+
+
+def _list(args) -> None:
+    rows = []
+    for name in cnnzoo.list_models(args.pattern, dataset=args.dataset):
+        card = cnnzoo.model_card(name)
+        rows.append({
+            "name": name,
+            "family": card.family,
+            "year": card.year,
+            "dataset": card.dataset,
+            "input": "x".join(map(str, card.input_size)),
+            "params": cnnzoo.count_params(_meta_model(name)),
+            "paper_params": None if card.params is None else round(card.params),
+            "torchvision": card.torchvision,
+        })
+    if not rows:
+        raise ValueError(f"no model matches pattern {args.pattern!r}" + (f" and dataset {args.dataset}" if args.dataset else ""))
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        print(_csv(rows), end="")
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} models")
+        for column, justify in [("name", "left"), ("family", "left"), ("year", "right"), ("dataset", "left"),
+                                ("input", "left"), ("params", "right"), ("paper", "right"), ("torchvision", "left")]:
+            table.add_column(column, justify=justify)
+        for r in rows:
+            table.add_row(r["name"], r["family"], str(r["year"]), r["dataset"], r["input"], f"{r['params']:,}",
+                          _short(r["paper_params"]), r["torchvision"] or "")
+        _console().print(table)
+
+
+def _info(args) -> None:
+    card = cnnzoo.model_card(args.name)
+    model = _meta_model(card.name)
+    model.eval()
+    out = model(torch.empty(1, *card.input_size, device="meta"))
+    options = {k: (None if p.default is p.empty else p.default) for k, p in model_options(card.name).items()}
+    info = asdict(card)
+    info["paper"]["citation"] = card.paper.cite()
+    info["computed"] = {"params": cnnzoo.count_params(model), "output_shape": list(out.shape)}
+    info["options"] = options
+    if args.format == "json":
+        print(json.dumps(info, indent=2, default=str))
+        return
+    lines = [
+        f"[bold]{card.name}[/bold]  ({card.family}, {card.paper.short})",
+        f"paper        {card.paper.cite()}",
+        f"url          {card.url}",
+        f"dataset      {card.dataset}, {card.num_classes} classes, native input {'x'.join(map(str, card.input_size))}",
+        f"parameters   {info['computed']['params']:,} computed"
+        + (f"; paper: {_short(card.params)} ({card.params_source})" if card.params is not None else "; paper: not stated"),
+    ]
+    if card.macs is not None:
+        lines.append(f"multiply-adds  paper: {_short(card.macs)} ({card.macs_source})")
+    if card.top1_err is not None or card.top5_err is not None:
+        errs = ", ".join(f"{k} {v}%" for k, v in (("top-1 error", card.top1_err), ("top-5 error", card.top5_err))
+                         if v is not None)
+        lines.append(f"reported     {errs} ({card.err_source})")
+    lines.append(f"output       {tuple(out.shape)} for a batch of 1 at the native input")
+    lines.append(f"torchvision  {card.torchvision or 'no twin'}")
+    lines.append("options      " + (", ".join(f"{k}={v!r}" for k, v in options.items()) or "none")
+                 + " (plus num_classes, in_chans)")
+    if card.deviations:
+        lines.append("deviations from the paper:")
+        lines.extend(f"  - {d}" for d in card.deviations)
+    else:
+        lines.append("deviations   none known")
+    console = _console()
+    console.print(lines[0], highlight=False)
+    for line in lines[1:]:
+        console.print(line, highlight=False, markup=False)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty())
+
+
+def _short(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if value >= unit:
+            return f"{value / unit:g}{suffix}"
+    return f"{value:g}"
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
