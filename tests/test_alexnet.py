@@ -125,7 +125,8 @@ def test_dropout_drops_the_outputs_of_fc6_and_fc7():
 def test_paper_initialisation(alexnet):
     # Sec. 5: weights from N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere.
     layers = convs(alexnet) + linears(alexnet)
-    assert [layer.bias.unique().tolist() for layer in layers] == [[0.0], [1.0], [0.0], [1.0], [1.0], [1.0], [1.0], [0.0]]
+    biases = [[0.0], [1.0], [0.0], [1.0], [1.0], [1.0], [1.0], [0.0]]  # conv1-5, FC6-8
+    assert [layer.bias.unique().tolist() for layer in layers] == biases
     for layer in layers:
         assert layer.weight.std().item() == pytest.approx(0.01, rel=0.05)
         assert abs(layer.weight.mean().item()) < 1e-3
@@ -168,5 +169,5 @@ def test_cards():
 
 
 def test_floor_pooling_suffices_for_alexnet():
-    # (55 - 3) / 2 + 1 = 27 and (27 - 3) / 2 + 1 = 13 exactly, so rounding mode does not matter here (it does for ZFNet).
+    # (55 - 3) / 2 + 1 = 27 and (27 - 3) / 2 + 1 = 13 exactly: rounding does not matter here (it does for ZFNet).
     assert F.max_pool2d(torch.zeros(1, 1, 55, 55), 3, 2).shape[-1] == 27

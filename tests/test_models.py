@@ -55,7 +55,6 @@ def test_num_classes_and_in_chans_options(name):
     model = _meta(name, num_classes=7, in_chans=channels).eval()
     out = model(torch.empty(2, channels, *card.input_size[1:], device="meta"))
     assert out.shape == (2, 7)
-    assert count_params(_meta(name, num_classes=7)) != count_params(_meta(name))
 
 
 @pytest.mark.parametrize("name", WITH_PARAMS)

@@ -81,8 +81,8 @@ class AlexNet(nn.Module):
 
         # Sec. 4.2: dropout "consists of setting to zero the output of each hidden neuron with probability 0.5" and
         # is used "in the first two fully-connected layers". The dropped values are FC6's and FC7's outputs, so each
-        # Dropout follows that layer's ReLU (Caffe's and cuda-convnet2's order too). torchvision puts Dropout before
-        # FC6 and FC7 instead, which drops conv5's pooled features and leaves FC7's outputs whole.
+        # Dropout follows that layer's ReLU, as in Krizhevsky's cuda-convnet2 layer files. torchvision puts Dropout
+        # before FC6 and FC7 instead, which drops conv5's pooled features and leaves FC7's outputs whole.
         fc6, fc7 = nn.Linear(channels * 6 * 6, HIDDEN[0]), nn.Linear(HIDDEN[0], HIDDEN[1])
         fc8 = nn.Linear(HIDDEN[1], num_classes)
         self.classifier = nn.Sequential(

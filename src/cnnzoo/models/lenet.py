@@ -86,12 +86,14 @@ def rbf_codes(num_classes: int = 10) -> Tensor:
     random +1/-1 codes from a fixed seed; the paper notes that random codes can serve large character sets.
     """
     digits = torch.tensor(
-        [[1.0 if pixel == "#" else -1.0 for row in bitmap for pixel in row] for bitmap in DIGIT_BITMAPS]
+        [[1.0 if pixel == "#" else -1.0 for row in bitmap for pixel in row] for bitmap in DIGIT_BITMAPS],
+        device="cpu",
     )
     if num_classes <= len(digits):
         return digits[:num_classes].clone()
     generator = torch.Generator().manual_seed(RANDOM_CODE_SEED)
-    extra = torch.randint(0, 2, (num_classes - len(digits), digits.shape[1]), generator=generator) * 2.0 - 1.0
+    extra = torch.randint(0, 2, (num_classes - len(digits), digits.shape[1]), generator=generator, device="cpu")
+    extra = extra * 2.0 - 1.0
     return torch.cat([digits, extra])
 
 
@@ -171,7 +173,8 @@ class LeNet5(nn.Module):
         self.s4 = nn.Sequential(Subsampling(16), ScaledTanh())
         self.c5 = nn.Sequential(nn.Conv2d(16, 120, kernel_size=5), ScaledTanh())
         self.f6 = nn.Sequential(nn.Flatten(), nn.Linear(120, 84), ScaledTanh())
-        self.output = EuclideanRBF(rbf_codes(num_classes))
+        # torch.empty(0) lands where parameters do, so the codes follow a `with torch.device(...)` block too.
+        self.output = EuclideanRBF(rbf_codes(num_classes).to(torch.empty(0).device))
         self._init_weights()
 
     @torch.no_grad()

@@ -2,8 +2,8 @@
 arXiv:1409.1556.
 
 Every configuration of the paper's Table 1 (A, A-LRN, B, C, D, E), with the parameter counts of its Table 2
-and the single-scale errors of its Table 3 (test scale Q = 256, train scale S = 256, except C/D/E, whose
-best single-scale rows use scale jittering S in [256, 512]; the card says which). The `_bn` twins add batch
+and the single-scale errors of its Table 3 for training scale S = 256 and test scale Q = 256 (dense
+evaluation, Sec. 3.2; the scale-jittered rows are better still). The `_bn` twins add batch
 normalisation after every convolution, as torchvision does; the paper has none. Submodule names are
 torchvision's (`features`, `classifier`), so `vgg11/13/16/19` and their `_bn` twins load its state_dicts.
 """
@@ -50,7 +50,7 @@ class VGG(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             elif item == "LRN":
-                layers.append(PaperLRN(size=5, alpha=1e-4, beta=0.75, k=2.0))  # Krizhevsky's constants (Sec. 2.3)
+                layers.append(PaperLRN(size=5, alpha=1e-4, beta=0.75, k=2.0))  # Sec. 2.1: AlexNet's, its Sec. 3.3
             else:
                 kernel, width = (1, int(item[4:])) if isinstance(item, str) else (3, item)
                 layers.append(nn.Conv2d(channels, width, kernel_size=kernel, padding=kernel // 2))
@@ -67,14 +67,11 @@ class VGG(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
-        # Sec. 3.1: N(0, 0.01) weights and zero biases; the deeper nets were started from net A, but the paper
-        # notes that Glorot & Bengio's initialisation works without that pre-training, so convolutions use it.
+        # Sec. 3.1 trained net A from N(0, variance 1e-2) and started deeper nets from A's weights, then notes that
+        # Glorot & Bengio's initialisation makes that pre-training unnecessary: every configuration uses it here.
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
@@ -85,7 +82,8 @@ class VGG(nn.Module):
         return self.classifier(x.flatten(1))
 
 
-_INIT = "initialisation: Glorot for convolutions (the paper's Sec. 3.1 note) instead of pre-training deeper nets from A"
+_INIT = ("initialisation: Glorot & Bengio's for every configuration (the note in Sec. 3.1); the paper trained net A "
+         "from N(0, variance 1e-2) and initialised deeper nets from A's weights")
 _BN = "batch normalisation after every convolution (torchvision's variant; the paper has none)"
 
 # name: (config, params in millions as reported in Table 2, Table 3 row (top-1 %, top-5 %, setting), torchvision)
@@ -102,7 +100,7 @@ for name, (config, millions, (top1, top5, setting), twin) in VARIANTS.items():
     card = ModelCard(
         family="vgg", paper=SIMONYAN_2014, dataset="imagenet", input_size=(3, 224, 224),
         params=millions * 1e6, params_source="Table 2", params_rounding=1e6,
-        top1_err=top1, top5_err=top5, err_source=f"Table 3, config {config}, single scale {setting}, ILSVRC-2012 val",
+        top1_err=top1, top5_err=top5, err_source=f"Table 3, config {config}, single scale {setting}, dense evaluation, ILSVRC-2012 val",
         torchvision=twin, deviations=(_INIT,),
     )
     register_model(name, card)(partial(VGG, CONFIGS[config], batch_norm=False))

@@ -22,7 +22,8 @@ from cnnzoo.registry import ModelCard, register_model
 # name: ((conv3, conv4, conv5), (val top-1 %, val top-5 %), Table 2 row)
 VARIANTS = {
     "zfnet": ((384, 384, 256), (38.4, 16.5), "1 convnet as per Fig. 3"),
-    "zfnet_large": ((512, 1024, 512), (37.5, 16.0), "1 convnet as per Fig. 3 but with layers 3,4,5: 512,1024,512 maps (b)"),
+    "zfnet_large": ((512, 1024, 512), (37.5, 16.0),
+                    "1 convnet as per Fig. 3 but with layers 3,4,5: 512,1024,512 maps (b)"),
 }
 
 
