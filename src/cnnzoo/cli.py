@@ -12,6 +12,7 @@ from dataclasses import asdict
 import torch
 
 import cnnzoo
+from cnnzoo.checks import input_range
 from cnnzoo.registry import DATASET_CLASSES, model_options
 
 EPILOG_LIST = """examples:
@@ -119,7 +120,9 @@ def _info(args) -> None:
     options = {k: (None if p.default is p.empty else p.default) for k, p in model_options(card.name).items()}
     info = asdict(card)
     info["paper"]["citation"] = card.paper.cite()
-    info["computed"] = {"params": cnnzoo.count_params(model), "output_shape": list(out.shape)}
+    (hmin, hmax), (wmin, wmax) = input_range(model, 0), input_range(model, 1)
+    info["computed"] = {"params": cnnzoo.count_params(model), "output_shape": list(out.shape),
+                        "min_input": [hmin, wmin], "max_input": None if hmax is None or wmax is None else [hmax, wmax]}
     info["options"] = options
     if args.format == "json":
         print(json.dumps(info, indent=2, default=str))
@@ -130,7 +133,8 @@ def _info(args) -> None:
         f"url          {card.url}",
         f"dataset      {card.dataset}, {card.num_classes} classes, native input {'x'.join(map(str, card.input_size))}",
         f"parameters   {info['computed']['params']:,} computed"
-        + (f"; paper: {_short(card.params)} ({card.params_source})" if card.params is not None else "; paper: not stated"),
+        + (f"; paper: {_reported(card)} ({card.params_source})" if card.params is not None else "; paper: not stated"),
+        f"input sizes  {_accepted(hmin, hmax, wmin, wmax)}",
     ]
     if card.macs is not None:
         lines.append(f"multiply-adds  paper: {_short(card.macs)} ({card.macs_source})")
@@ -151,6 +155,18 @@ def _info(args) -> None:
     console.print(lines[0], highlight=False)
     for line in lines[1:]:
         console.print(line, highlight=False, markup=False)
+
+
+def _reported(card) -> str:
+    return f"{card.params:,.0f}" if card.params_rounding == 1 else _short(card.params)
+
+
+def _accepted(hmin, hmax, wmin, wmax) -> str:
+    if hmax is None or wmax is None:
+        return f"from {hmin}x{wmin} up (in eval mode)"
+    if (hmin, wmin) == (hmax, wmax):
+        return f"exactly {hmin}x{wmin} (in eval mode)"
+    return f"from {hmin}x{wmin} to {hmax}x{wmax} (in eval mode)"
 
 
 def _console():
