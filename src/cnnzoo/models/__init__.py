@@ -1,3 +1,12 @@
 """One module per paper; importing a module registers its networks."""
 
-from cnnzoo.models import alexnet, lenet, nin, vgg, zfnet  # noqa: F401
+from cnnzoo.models import (  # noqa: F401
+    alexnet,
+    googlenet,
+    inception_v4,
+    lenet,
+    nin,
+    squeezenet,
+    vgg,
+    zfnet,
+)

@@ -48,3 +48,28 @@ LIN_2013 = Paper(
     url="https://arxiv.org/abs/1312.4400",
     arxiv="1312.4400",
 )
+SZEGEDY_2014 = Paper(
+    authors="Christian Szegedy, Wei Liu, Yangqing Jia, Pierre Sermanet, Scott Reed, Dragomir Anguelov, "
+            "Dumitru Erhan, Vincent Vanhoucke, Andrew Rabinovich",
+    title="Going Deeper with Convolutions",
+    venue="CVPR 2015",
+    year=2014,
+    url="https://arxiv.org/abs/1409.4842",
+    arxiv="1409.4842",
+)
+SZEGEDY_2016 = Paper(
+    authors="Christian Szegedy, Sergey Ioffe, Vincent Vanhoucke, Alex Alemi",
+    title="Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning",
+    venue="AAAI 2017",
+    year=2016,
+    url="https://arxiv.org/abs/1602.07261",
+    arxiv="1602.07261",
+)
+IANDOLA_2016 = Paper(
+    authors="Forrest N. Iandola, Song Han, Matthew W. Moskewicz, Khalid Ashraf, William J. Dally, Kurt Keutzer",
+    title="SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size",
+    venue="arXiv preprint 2016",
+    year=2016,
+    url="https://arxiv.org/abs/1602.07360",
+    arxiv="1602.07360",
+)
