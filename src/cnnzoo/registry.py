@@ -13,7 +13,7 @@ import functools
 import inspect
 import types
 import typing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from torch import nn
@@ -57,7 +57,8 @@ class ModelCard:
 
     Reported figures are as the paper states them; each has the place it is stated. `params_rounding`
     is the unit the paper rounds its parameter count to (1 for an exact count, 1e6 for "133M"): the
-    card test accepts a computed count within half that unit.
+    card test accepts a computed count within half that unit. `params_exclude_norm` marks the papers whose
+    counts only fit without normalisation layers' parameters (the family module shows the arithmetic).
     """
 
     family: str  # module-level family: "vgg", "lenet", ...
@@ -68,6 +69,7 @@ class ModelCard:
     params: float | None = None  # as reported; None when the paper gives none
     params_source: str = ""  # "Sec. II.B", "Table 2"
     params_rounding: float = 1.0
+    params_exclude_norm: bool = False  # the paper's count evidently leaves out batch norm's scales and shifts
     macs: float | None = None  # classic papers' "FLOPs" are multiply-adds, so these are MACs
     macs_source: str = ""
     top1_err: float | None = None  # % on the card's dataset

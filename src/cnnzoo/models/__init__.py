@@ -6,7 +6,12 @@ from cnnzoo.models import (  # noqa: F401
     inception_v4,
     lenet,
     nin,
+    preact_resnet,
+    resnet,
+    resnext,
     squeezenet,
+    stochastic_depth,
     vgg,
+    wide_resnet,
     zfnet,
 )

@@ -73,3 +73,43 @@ IANDOLA_2016 = Paper(
     url="https://arxiv.org/abs/1602.07360",
     arxiv="1602.07360",
 )
+HE_2015 = Paper(
+    authors="Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun",
+    title="Deep Residual Learning for Image Recognition",
+    venue="CVPR 2016",
+    year=2015,
+    url="https://arxiv.org/abs/1512.03385",
+    arxiv="1512.03385",
+)
+HE_2016 = Paper(
+    authors="Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun",
+    title="Identity Mappings in Deep Residual Networks",
+    venue="ECCV 2016",
+    year=2016,
+    url="https://arxiv.org/abs/1603.05027",
+    arxiv="1603.05027",
+)
+ZAGORUYKO_2016 = Paper(
+    authors="Sergey Zagoruyko, Nikos Komodakis",
+    title="Wide Residual Networks",
+    venue="BMVC 2016",
+    year=2016,
+    url="https://arxiv.org/abs/1605.07146",
+    arxiv="1605.07146",
+)
+XIE_2016 = Paper(
+    authors="Saining Xie, Ross Girshick, Piotr Dollár, Zhuowen Tu, Kaiming He",
+    title="Aggregated Residual Transformations for Deep Neural Networks",
+    venue="CVPR 2017",
+    year=2016,
+    url="https://arxiv.org/abs/1611.05431",
+    arxiv="1611.05431",
+)
+HUANG_2016 = Paper(
+    authors="Gao Huang, Yu Sun, Zhuang Liu, Daniel Sedra, Kilian Q. Weinberger",
+    title="Deep Networks with Stochastic Depth",
+    venue="ECCV 2016",
+    year=2016,
+    url="https://arxiv.org/abs/1603.09382",
+    arxiv="1603.09382",
+)
