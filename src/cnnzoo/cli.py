@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 from dataclasses import asdict
 
@@ -108,7 +109,7 @@ def _list(args) -> None:
             table.add_column(column, justify=justify)
         for r in rows:
             table.add_row(r["name"], r["family"], str(r["year"]), r["dataset"], r["input"], f"{r['params']:,}",
-                          _short(r["paper_params"]), r["torchvision"] or "")
+                          _reported(cnnzoo.model_card(r["name"])) or "-", r["torchvision"] or "")
         _console().print(table)
 
 
@@ -133,11 +134,13 @@ def _info(args) -> None:
         f"url          {card.url}",
         f"dataset      {card.dataset}, {card.num_classes} classes, native input {'x'.join(map(str, card.input_size))}",
         f"parameters   {info['computed']['params']:,} computed"
-        + (f"; paper: {_reported(card)} ({card.params_source})" if card.params is not None else "; paper: not stated"),
+        + (f"; paper: {_reported(card)} ({card.params_source})" if card.params is not None else "; paper: not stated")
+        + (f"; {cnnzoo.count_params(model, exclude_norm=True):,} computed without batch norm, as the paper counts"
+           if card.params_exclude_norm else ""),
         f"input sizes  {_accepted(hmin, hmax, wmin, wmax)}",
     ]
     if card.macs is not None:
-        lines.append(f"multiply-adds  paper: {_short(card.macs)} ({card.macs_source})")
+        lines.append(f"mult-adds    paper: {_short(card.macs)} ({card.macs_source})")
     if card.top1_err is not None or card.top5_err is not None:
         errs = ", ".join(f"{k} {v}%" for k, v in (("top-1 error", card.top1_err), ("top-5 error", card.top5_err))
                          if v is not None)
@@ -157,8 +160,14 @@ def _info(args) -> None:
         console.print(line, highlight=False, markup=False)
 
 
-def _reported(card) -> str:
-    return f"{card.params:,.0f}" if card.params_rounding == 1 else _short(card.params)
+def _reported(card) -> str | None:
+    """The paper's parameter figure written as the paper rounds it: 60,000, 0.27M, 1.7M, 133M."""
+    if card.params is None:
+        return None
+    if card.params_rounding == 1:
+        return f"{card.params:,.0f}"
+    decimals = max(0, -math.floor(math.log10(card.params_rounding / 1e6) + 1e-9))
+    return f"{card.params / 1e6:.{decimals}f}M" + (" w/o BN" if card.params_exclude_norm else "")
 
 
 def _accepted(hmin, hmax, wmin, wmax) -> str:

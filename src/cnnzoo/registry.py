@@ -11,6 +11,7 @@ import difflib
 import fnmatch
 import functools
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, replace
@@ -120,12 +121,17 @@ def list_models(pattern: str | None = None, *, dataset: str | None = None) -> li
     _load_models()
     if dataset is not None and dataset not in DATASET_CLASSES:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(sorted(DATASET_CLASSES))}")
-    names = sorted(_MODELS)
+    names = sorted(_MODELS, key=_natural)
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
     if dataset:
         names = [n for n in names if _MODELS[n][1].dataset == dataset]
     return names
+
+
+def _natural(name: str) -> list:
+    """Sort key that puts resnet18 before resnet101: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def model_card(name: str) -> ModelCard:

@@ -2,6 +2,8 @@
 
 from cnnzoo.models import (  # noqa: F401
     alexnet,
+    densenet,
+    fractalnet,
     googlenet,
     inception_v4,
     lenet,

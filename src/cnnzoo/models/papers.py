@@ -113,3 +113,19 @@ HUANG_2016 = Paper(
     url="https://arxiv.org/abs/1603.09382",
     arxiv="1603.09382",
 )
+HUANG_2017 = Paper(
+    authors="Gao Huang, Zhuang Liu, Laurens van der Maaten, Kilian Q. Weinberger",
+    title="Densely Connected Convolutional Networks",
+    venue="CVPR 2017",
+    year=2016,
+    url="https://arxiv.org/abs/1608.06993",
+    arxiv="1608.06993",
+)
+LARSSON_2016 = Paper(
+    authors="Gustav Larsson, Michael Maire, Gregory Shakhnarovich",
+    title="FractalNet: Ultra-Deep Neural Networks without Residuals",
+    venue="ICLR 2017",
+    year=2016,
+    url="https://arxiv.org/abs/1605.07648",
+    arxiv="1605.07648",
+)
