@@ -17,10 +17,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from cnnzoo.models.papers import HUANG_2016
-from cnnzoo.models.resnet import Bottleneck, CifarResNet, ResNet, he_init
+from cnnzoo.models.resnet import Bottleneck, CifarResNet, ResNet, ZeroPadShortcut, he_init
 from cnnzoo.registry import ModelCard, register_model
 
 __all__ = ["AvgPoolZeroPadShortcut"]
@@ -35,15 +35,8 @@ CIFAR_SD = {  # name: (blocks per stage n, depth 6n+2, test error %, where it is
 }
 
 
-class AvgPoolZeroPadShortcut(nn.Module):
+class AvgPoolZeroPadShortcut(ZeroPadShortcut):
     """Downsampling shortcut of the authors' code: average pool (kernel = stride), then zero channels appended."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        if out_channels < in_channels:
-            raise ValueError(f"zero padding cannot reduce channels ({in_channels} -> {out_channels})")
-        self.stride = stride
-        self.extra = out_channels - in_channels
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride > 1:
