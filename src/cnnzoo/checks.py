@@ -7,6 +7,8 @@ on a misfit the accepted range is searched the same way.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -23,6 +25,15 @@ class InputCheck:
         self.native_hw = tuple(native_hw)
         self._fits: dict[tuple[int, int, bool], bool] = {}
         self._probing = False
+
+    @contextlib.contextmanager
+    def suspended(self):
+        """Skip the check inside this block, for a caller that has checked the input already (the profiler)."""
+        before, self._probing = self._probing, True
+        try:
+            yield
+        finally:
+            self._probing = before
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
         if self._probing:
@@ -84,7 +95,7 @@ class InputCheck:
             hw[axis] = side
             return self._fit(module, *hw)
 
-        lo, hi = 1, native
+        lo, hi = (1, 1) if runs(1) else (2, native)  # many nets take any size: one probe settles it
         while lo < hi:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if runs(mid) else (mid + 1, hi)
