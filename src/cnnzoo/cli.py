@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 from dataclasses import asdict
 
@@ -24,6 +25,15 @@ EPILOG_LIST = """examples:
 EPILOG_INFO = """examples:
   cnnzoo info vgg16
   cnnzoo info lenet5 --format json"""
+
+EPILOG_SUMMARY = """examples:
+  cnnzoo summary resnet50
+  cnnzoo summary resnet50 --depth 1
+  cnnzoo summary vgg16 --input 3x32x32 --batch 128 --mode train
+  cnnzoo summary resnet1202 --batch 256 --format json
+
+MACs, FLOPs and activation memory are for the whole batch; FLOPs of convolutions and linear layers are
+2 x MACs. RF is the receptive field in input pixels, jump the distance between neighbouring outputs."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +69,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="a registered model name (see `cnnzoo list`)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(run=_info)
+
+    p = sub.add_parser("summary", help="per-layer parameters, MACs, FLOPs, memory and receptive fields",
+                       description="Profile a model on the meta device (no memory, no arithmetic): one row per "
+                                   "layer and per functional op of a block (residual add, concatenation), with "
+                                   "totals for a forward pass and a training step.",
+                       epilog=EPILOG_SUMMARY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="a registered model name (see `cnnzoo list`)")
+    p.add_argument("--input", type=_input_size, metavar="CxHxW",
+                   help="input size, e.g. 3x224x224 (default: the model's native input)")
+    p.add_argument("--batch", type=_count(1), default=1, metavar="N", help="batch size (default 1)")
+    p.add_argument("--mode", choices=["eval", "train"], default="eval",
+                   help="eval: an inference pass; train: a training step's forward (default eval)")
+    p.add_argument("--depth", type=_count(0), default=None, metavar="N",
+                   help="roll layers up into modules N levels deep (1: the model's top-level blocks)")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.set_defaults(run=_summary)
     return parser
+
+
+def _input_size(text: str) -> tuple[int, int, int]:
+    match = re.fullmatch(r"\s*(\d+)x(\d+)x(\d+)\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected CxHxW, e.g. 3x224x224, got {text!r}")
+    size = tuple(int(v) for v in match.groups())
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"channels, height and width must be at least 1, got {text!r}")
+    return size
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
+        return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +206,27 @@ def _info(args) -> None:
     console.print(lines[0], highlight=False)
     for line in lines[1:]:
         console.print(line, highlight=False, markup=False)
+
+
+def _summary(args) -> None:
+    from cnnzoo.analysis import formats
+    from cnnzoo.analysis.profile import ProfileError
+
+    try:
+        result = cnnzoo.profile(args.name, input_size=args.input, batch_size=args.batch, mode=args.mode)
+        error = None
+    except ProfileError as err:  # show the rows up to the failing layer, then the error
+        result, error = err.profile, err
+    if args.format == "json":
+        print(formats.to_json(result, args.depth))
+    elif args.format == "csv":
+        print(formats.to_csv(result, args.depth), end="")
+    elif args.format == "markdown":
+        print(formats.to_markdown(result, args.depth), end="")
+    else:
+        _console().print(formats.to_table(result, args.depth))
+    if error is not None:
+        raise ValueError(str(error).splitlines()[0])
 
 
 def _reported(card) -> str | None:

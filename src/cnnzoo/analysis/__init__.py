@@ -1,5 +1,6 @@
-"""Model analysis: parameter counts now; per-layer profiles and receptive fields grow here."""
+"""Model analysis: parameter counts, and per-layer profiles with receptive fields (on the meta device)."""
 
 from cnnzoo.analysis.counting import count_params
+from cnnzoo.analysis.profile import LayerRecord, Profile, ProfileError, profile
 
-__all__ = ["count_params"]
+__all__ = ["count_params", "profile", "Profile", "LayerRecord", "ProfileError"]
