@@ -69,7 +69,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(args, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["list"], ["info"]])
+@pytest.mark.parametrize("command", [[], ["list"], ["info"], ["summary"], ["compare"], ["claims"]])
 def test_every_command_has_help_with_an_example(command):
     result = cnnzoo(*command, "--help")
     assert result.returncode == 0 and "examples:" in result.stdout and "cnnzoo " in result.stdout

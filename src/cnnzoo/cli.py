@@ -36,6 +36,22 @@ MACs, FLOPs and activation memory are for the whole batch; FLOPs of convolutions
 2 x MACs. RF is the receptive field in input pixels, jump the distance between neighbouring outputs."""
 
 
+EPILOG_COMPARE = """examples:
+  cnnzoo compare --plot zoo.png
+  cnnzoo compare alexnet 'vgg*' 'resnet*' --dataset imagenet
+  cnnzoo compare --dataset cifar10 --format csv
+
+Each model at its native input, batch 1, eval mode; sorted by year, then MACs. depth counts the convolution and
+linear layers that run (projection shortcuts and parallel branches included). Errors are as the papers report them,
+on the model's own dataset. The chart (PNG or SVG, needs `pip install 'cnnzoo[plot]'`) shows ImageNet models
+with a reported top-1 error: accuracy against G-MACs, bubble area proportional to parameters."""
+
+
+EPILOG_CLAIMS = """examples:
+  cnnzoo claims
+  cnnzoo claims --format json"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse prints usage plus a message; we promise one line
         self.exit(2, f"{self.prog}: error: {message} (try --help)\n")
@@ -85,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="roll layers up into modules N levels deep (1: the model's top-level blocks)")
     p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
     p.set_defaults(run=_summary)
+
+    p = sub.add_parser("claims", help="every number of the lecture, recomputed from the real models",
+                       description="One row per quantitative statement of the CNN-architectures lecture: the "
+                                   "claim, the lecture's figure, the figure computed from the real models and "
+                                   "blocks, and a verdict (agrees, differs, wrong) with the correct computation.",
+                       epilog=EPILOG_CLAIMS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(run=_claims)
+
+    p = sub.add_parser("compare", help="models side by side: parameters, MACs, memory, depth, reported error",
+                       description="Compare models at their native inputs: computed parameters, MACs, forward "
+                                   "activation memory and weight-layer depth, with the error each paper reports; "
+                                   "optionally draw the lecture's complexity chart.",
+                       epilog=EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="model names or shell-style patterns, e.g. 'resnet*' (default: every model)")
+    p.add_argument("--dataset", choices=sorted(DATASET_CLASSES), help="only models for this dataset")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--plot", metavar="FILE", help="also write the complexity chart to FILE.png or FILE.svg")
+    p.set_defaults(run=_compare)
     return parser
 
 
@@ -208,6 +244,26 @@ def _info(args) -> None:
         console.print(line, highlight=False, markup=False)
 
 
+def _claims(args) -> None:
+    from dataclasses import asdict as as_dict
+
+    from cnnzoo.analysis.claims import claims
+
+    rows = claims()
+    if args.format == "json":
+        print(json.dumps([as_dict(r) for r in rows], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} claims of the lecture, recomputed", show_lines=True)
+    for column in ("claim", "lecture", "computed", "verdict"):
+        table.add_column(column)
+    for r in rows:
+        verdict = r.verdict + (f": {r.explanation}" if r.explanation else "")
+        table.add_row(r.claim, r.lecture, r.computed, verdict)
+    _console().print(table)
+
+
 def _summary(args) -> None:
     from cnnzoo.analysis import formats
     from cnnzoo.analysis.profile import ProfileError
@@ -227,6 +283,43 @@ def _summary(args) -> None:
         _console().print(formats.to_table(result, args.depth))
     if error is not None:
         raise ValueError(str(error).splitlines()[0])
+
+
+def _compare(args) -> None:
+    from cnnzoo.analysis.compare import PLOT_FORMATS, compare, plot
+
+    if args.plot is not None and not args.plot.lower().endswith(PLOT_FORMATS):
+        raise ValueError(f"cannot plot to {args.plot!r}: expected a .png or .svg file name")
+    rows = compare(args.names or None, dataset=args.dataset)
+    if args.plot is not None:  # before printing, so a failed plot prints nothing but its error
+        left_off = plot(rows, args.plot)
+    if args.format == "json":
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    elif args.format == "csv":
+        flat = [{**r.to_dict(), "input_size": "x".join(map(str, r.input_size))} for r in rows]
+        print(_csv(flat), end="")
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} models at their native inputs, batch 1 (sorted by year, then MACs)")
+        for column in ["name", "family", "year", "dataset", "input", "params", "MACs", "activations", "depth",
+                       "top-1 err", "top-5 err"]:
+            table.add_column(column, justify="left" if column in ("name", "family", "dataset", "input") else "right")
+        for r in rows:
+            table.add_row(r.name, r.family, str(r.year), r.dataset, "x".join(map(str, r.input_size)),
+                          f"{r.params / 1e6:,.2f}M", _macs(r.macs), f"{r.activation_bytes / 2**20:,.1f} MiB",
+                          str(r.depth), "-" if r.top1_err is None else f"{r.top1_err:g}%",
+                          "-" if r.top5_err is None else f"{r.top5_err:g}%")
+        _console().print(table)
+    if args.plot is not None:
+        note = f"wrote {args.plot}: {len(rows) - len(left_off)} ImageNet models with a reported top-1 error"
+        if left_off:
+            note += f"; left off ({len(left_off)}, other dataset or no top-1 error): {', '.join(left_off)}"
+        print(note, file=sys.stderr)
+
+
+def _macs(value: int) -> str:
+    return f"{value / 1e9:,.2f}G" if value >= 1e8 else f"{value / 1e6:,.2f}M"
 
 
 def _reported(card) -> str | None:
