@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnzoo import count_params, create_model, model_card
 from cnnzoo.layers import PaperLRN
+from helpers import stage_sides
 
 # Sec. 3.5: "96 kernels of size 11x11x3", "256 kernels of size 5x5x48", "384 kernels of size 3x3x256",
 # "384 kernels of size 3x3x192", "256 kernels of size 3x3x192"; the fully-connected layers have 4096 neurons each.
@@ -34,17 +35,6 @@ def convs(model):
 
 def linears(model):
     return [m for m in model.classifier if isinstance(m, nn.Linear)]
-
-
-def stage_sides(model, size):
-    """Side of the maps after every convolution and pooling of `model.features`, run one layer at a time."""
-    x, sides = torch.zeros(1, 3, size, size), []
-    with torch.no_grad():
-        for layer in model.features:
-            x = layer(x)
-            if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
-                sides.append(x.shape[-1])
-    return sides
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from torch import nn
 from cnnzoo import count_params, create_model, model_card
 from cnnzoo.checks import input_range
 from cnnzoo.models.squeezenet import FIRE_MODULES, ComplexBypassFire, Fire, SimpleBypassFire
+from helpers import stage_sides
 
 # Table 1: (s1x1, e1x1, e3x3) of fire2 ... fire9.
 TABLE_1 = {
@@ -130,17 +131,6 @@ def test_params_of_1_1_differ_only_in_conv1_and_fire2():
     assert total == count_params(torchvision.models.squeezenet1_1(weights=None))  # an independent build
     # v1.0 - v1.1: conv1 96@7x7 vs 64@3x3, and fire2's squeeze sees 96 instead of 64 maps.
     assert 1_248_424 - total == conv_params(3, 96, 7) - conv_params(3, 64, 3) + (96 - 64) * TABLE_1["fire2"][0]
-
-
-def stage_sides(model, side):
-    """Side after conv1 and after every max-pool of `features`."""
-    x, sides = torch.zeros(1, 3, side, side), []
-    with torch.no_grad():
-        for layer in model.features:
-            x = layer(x)
-            if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
-                sides.append(x.shape[-1])
-    return sides
 
 
 @pytest.mark.parametrize("side", [227, 224])
