@@ -6,6 +6,7 @@ import json
 import resource
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import cnnzoo
 from cnnzoo import count_params, create_model, list_models, model_card
 from cnnzoo.analysis import ProfileError, formats
+from cnnzoo.analysis.measure import measured_inference_peak, measurement_slack
 from cnnzoo.analysis.profile import OP_CLASSES
 
 profile_module = importlib.import_module("cnnzoo.analysis.profile")  # the package attribute is the function
@@ -234,6 +236,74 @@ def test_training_memory_equals_what_autograd_keeps(name):
     assert estimate == pytest.approx(measured, rel=0.005)
 
 
+@pytest.mark.parametrize("name, batch", [
+    ("lenet5", 32), ("alexnet", 1), ("zfnet", 1), ("vgg11_bn", 1), ("nin", 4), ("googlenet", 2), ("inception_v4", 1),
+    ("squeezenet1_1", 2), ("resnet20", 16), ("resnet50", 1), ("preact_resnet110", 8), ("wrn16_8", 1),
+    ("resnext29_8x64d", 1), ("resnet110_sd", 4), ("densenet40_k12", 4), ("fractalnet20", 2),
+])
+def test_measured_inference_peak_agrees_with_the_estimate(name, batch):
+    """A real pass on this CPU, measured at the allocator (PyTorch's profiler), against the estimate: never below
+    it (the estimate holds only tensors that must be alive), and above it by no more than one convolution's
+    workspace plus one activation held a layer longer (`measurement_slack`, derived in cnnzoo.analysis.measure).
+    Measured over the whole zoo at batch 1: 0 to 28 MiB above, always inside the slack."""
+    result = cnnzoo.profile(name, batch_size=batch, measure=True)
+    estimate, measured = result.inference_peak_bytes, result.measured_peak_bytes
+    assert estimate <= measured <= estimate + measurement_slack(result)
+    assert result.totals()["measured_peak_bytes"] == measured
+
+
+def test_measure_leaves_a_real_model_as_it_was():
+    model = create_model("resnet20").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = cnnzoo.profile(model, measure=True)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert result.measured_peak_bytes >= result.inference_peak_bytes
+
+
+def test_measure_needs_eval_mode_and_a_real_model():
+    with pytest.raises(ValueError, match="mode='eval'"):
+        cnnzoo.profile("resnet20", mode="train", measure=True)
+    with torch.device("meta"):
+        model = create_model("resnet20")
+    with pytest.raises(ValueError, match="meta device"):
+        measured_inference_peak(model, (3, 32, 32))
+
+
+# Layers torchvision's twin has and the paper's net has not: VGG's adaptive average pool to 7x7 (an identity at
+# 224x224, kept by torchvision so other input sizes reach the classifier).
+TWIN_EXTRAS = {"vgg": {("avgpool", "AdaptiveAvgPool2d")}}
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("name", [n for n in list_models() if model_card(n).torchvision is not None])
+def test_torchvision_twins_profile_as_torchvision_models(name, mode):
+    """Every layer with parameters equals torchvision's layer of the same name (shapes, parameters, MACs, FLOPs
+    per class, activations, receptive fields); the totals are equal, apart from layers torchvision adds, whose
+    figures make up the whole difference. (Parameter-free layers may be modules in one net and functional calls
+    in the other, so their records may be named differently; the totals still cover them.)"""
+    import torchvision
+
+    card = model_card(name)
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torchvision's note on GoogLeNet's future initialisation
+        reference = getattr(torchvision.models, card.torchvision)(weights=None, num_classes=card.num_classes)
+    ours = cnnzoo.profile(name, mode=mode)
+    theirs = cnnzoo.profile(reference, input_size=card.input_size, mode=mode)
+    mine = {(r.name, r.type): r for r in ours.layers if r.params}
+    other = {(r.name, r.type): r for r in theirs.layers if r.params}
+    assert mine == other
+    extras = TWIN_EXTRAS.get(card.family, set())
+    added = [r for r in theirs.layers if (r.name, r.type) in extras]
+    assert len(added) == len(extras)
+    assert ours.params == theirs.params and ours.macs == theirs.macs
+    assert ours.flops + sum(r.flops for r in added) == theirs.flops
+    assert ours.activation_bytes + sum(r.activation_bytes for r in added) == theirs.activation_bytes
+    assert ours.param_bytes == theirs.param_bytes and ours.buffer_bytes == theirs.buffer_bytes
+    if not extras:
+        assert ours.totals() == theirs.totals()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name, batch", [("squeezenet1_0", 64), ("densenet121", 16), ("inception_v4", 16)])
 def test_memory_estimates_against_cuda(name, batch):
@@ -410,12 +480,19 @@ def test_summary_markdown_and_csv(capsys):
     (["--input", "224x224x3x1"], "expected CxHxW, e.g. 3x224x224"),
     (["--batch", "0"], "at least 1"),
     (["--input", "3x8x8"], "too small"),
+    (["--mode", "train", "--measure"], "mode='eval'"),
 ])
 def test_summary_bad_input_is_one_line_and_exit_2(args, message, capsys):
     code, out, err = run_main(["summary", "vgg16", *args], capsys)
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
+
+
+def test_summary_measure_prints_both_peaks(capsys):
+    code, out, err = run_main(["summary", "resnet20", "--measure", "--depth", "0"], capsys)
+    assert code == 0, err
+    assert "inference peak" in out and "in a real pass" in out
 
 
 def test_summary_help_has_examples(capsys):

@@ -31,6 +31,7 @@ EPILOG_SUMMARY = """examples:
   cnnzoo summary resnet50 --depth 1
   cnnzoo summary vgg16 --input 3x32x32 --batch 128 --mode train
   cnnzoo summary resnet1202 --batch 256 --format json
+  cnnzoo summary googlenet --batch 8 --measure
 
 MACs, FLOPs and activation memory are for the whole batch; FLOPs of convolutions and linear layers are
 2 x MACs. RF is the receptive field in input pixels, jump the distance between neighbouring outputs."""
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval: an inference pass; train: a training step's forward (default eval)")
     p.add_argument("--depth", type=_count(0), default=None, metavar="N",
                    help="roll layers up into modules N levels deep (1: the model's top-level blocks)")
+    p.add_argument("--measure", action="store_true",
+                   help="also run one inference pass for real and report its measured memory peak beside the "
+                        "estimate (eval mode only)")
     p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
     p.set_defaults(run=_summary)
 
@@ -269,7 +273,8 @@ def _summary(args) -> None:
     from cnnzoo.analysis.profile import ProfileError
 
     try:
-        result = cnnzoo.profile(args.name, input_size=args.input, batch_size=args.batch, mode=args.mode)
+        result = cnnzoo.profile(args.name, input_size=args.input, batch_size=args.batch, mode=args.mode,
+                                measure=args.measure)
         error = None
     except ProfileError as err:  # show the rows up to the failing layer, then the error
         result, error = err.profile, err

@@ -6,7 +6,7 @@ The json shape is stable (scripts read it):
      "totals": {"params", "trainable_params", "macs", "flops", "flops_by_class", "train_flops",
                 "activation_elements", "activation_bytes", "input_bytes", "saved_activation_bytes",
                 "param_bytes", "buffer_bytes", "grad_bytes", "optimizer_bytes", "train_memory_bytes",
-                "inference_peak_bytes"},
+                "inference_peak_bytes", "measured_peak_bytes" (null unless measured)},
      "layers": [{"name", "type", "depth", "input_shape", "output_shape", "params", "trainable_params", "macs",
                  "flops", "flops_by_class", "activation_elements", "activation_bytes", "receptive_field", "jump",
                  "start", "calls", "uncounted_ops"}],
@@ -108,6 +108,11 @@ def _summary_lines(profile: Profile) -> list[str]:
         f"{_bytes(profile.saved_activation_bytes)} kept for backward); inference peak "
         f"{_bytes(profile.inference_peak_bytes)} (without convolution workspaces)",
     ]
+    if profile.measured_peak_bytes is not None:
+        over = profile.measured_peak_bytes - profile.inference_peak_bytes
+        lines.append(f"measured     inference peak {_bytes(profile.measured_peak_bytes)} in a real pass "
+                     f"({'+' if over >= 0 else '-'}{_bytes(abs(over))} against the estimate: workspaces, "
+                     f"tensors held until their variable goes)")
     if profile.uncounted_ops:
         lines.append(f"uncounted    {', '.join(profile.uncounted_ops)}: seen but not counted in any figure above")
     return lines

@@ -3,8 +3,8 @@
 `profile(model_or_name, input_size, batch_size, mode)` runs one forward pass on meta tensors and returns a
 `Profile`: one `LayerRecord` per leaf module (all its calls aggregated) and one per functional operation that
 a non-leaf module runs itself (the residual addition of a block, the concatenation of an inception module),
-named after that module. A real model is never touched: it runs through `torch.func.functional_call` on meta
-copies of its parameters and buffers, and its train/eval flags are restored afterwards.
+named after that module. A real model runs with meta copies swapped in for its parameters and buffers; its own
+tensors and its train/eval flags are put back afterwards, also when the forward fails.
 
 How it sees the network: forward pre/post hooks keep the stack of modules being executed, and a
 `TorchDispatchMode` sees every aten operation and charges it to the innermost one. Common layers (Conv2d,
@@ -46,6 +46,9 @@ Conventions (all figures are for the whole batch, in the mode profiled):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import gc
 import functools
 import math
 from collections import defaultdict
@@ -64,6 +67,7 @@ __all__ = ["profile", "Profile", "LayerRecord", "ProfileError", "OP_CLASSES"]
 OP_CLASSES = ("convolution", "linear", "normalisation", "pooling", "activation", "elementwise")
 MODES = ("train", "eval")
 
+_MISSING = object()
 _UNKNOWN_AXIS = (None, None, None)
 _INPUT_INFO = ((1, 1, 0.5), (1, 1, 0.5))  # (receptive field, jump, start) per spatial axis (height, width)
 
@@ -115,6 +119,7 @@ class Profile:
     peak_activation_bytes: int  # largest set of tensors alive at once in the forward (input included)
     saved_activation_bytes: int  # what backward keeps: activations (input included), statistics, indices
     complete: bool = True  # False: the forward failed; the records stop at the failing layer
+    measured_peak_bytes: int | None = None  # a real inference pass's peak, when profiled with measure=True
     modules: dict[str, tuple] = field(default_factory=dict, repr=False, compare=False)  # path -> (type, in, out,
     # receptive field, calls) of every module, for roll-ups
 
@@ -182,6 +187,7 @@ class Profile:
             "param_bytes": self.param_bytes, "buffer_bytes": self.buffer_bytes,
             "grad_bytes": self.grad_bytes, "optimizer_bytes": self.optimizer_bytes,
             "train_memory_bytes": self.train_memory_bytes, "inference_peak_bytes": self.inference_peak_bytes,
+            "measured_peak_bytes": self.measured_peak_bytes,
         }
 
     def rollup(self, depth: int) -> tuple[LayerRecord, ...]:
@@ -236,7 +242,7 @@ class ProfileError(RuntimeError):
 
 
 def profile(model_or_name: nn.Module | str, input_size: tuple[int, int, int] | None = None, batch_size: int = 1,
-            mode: str = "eval") -> Profile:
+            mode: str = "eval", measure: bool = False) -> Profile:
     """Profile a registered model (by name, built on the meta device) or any `nn.Module`, on the meta device.
 
     Args:
@@ -245,7 +251,27 @@ def profile(model_or_name: nn.Module | str, input_size: tuple[int, int, int] | N
         batch_size: the batch the figures are computed for.
         mode: "eval" (an inference pass) or "train" (a training step's forward: dropout, batch statistics,
             what backward keeps).
+        measure: also run one inference pass for real (a model given by name is built on the CPU) and set
+            `measured_peak_bytes` beside the estimate `inference_peak_bytes` (see `cnnzoo.analysis.measure`).
     """
+    with _gc_paused():
+        return _profile(model_or_name, input_size, batch_size, mode, measure)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """A profile allocates thousands of small objects that all live until it returns; the cyclic collector would
+    rescan them again and again (a third of the time on deep nets). Nothing here makes cycles worth collecting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _profile(model_or_name, input_size, batch_size, mode, measure) -> Profile:
     if mode not in MODES:
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -263,8 +289,21 @@ def profile(model_or_name: nn.Module | str, input_size: tuple[int, int, int] | N
         name = check.model_name if check is not None else type(model).__name__
     else:
         raise TypeError(f"profile expects a model name or an nn.Module, got {type(model_or_name).__name__}")
+    if measure and mode != "eval":
+        raise ValueError("measure compares the peak of an inference pass; profile with mode='eval'")
     input_size = _input_size(model, input_size)
-    return _Run(model, name, real, input_size, batch_size, mode).run()
+    result = _Run(model, name, real, input_size, batch_size, mode).run()
+    if measure:
+        from cnnzoo.analysis.measure import measured_inference_peak
+        from cnnzoo.registry import create_model
+
+        with torch.random.fork_rng(devices=[]):  # building and the random input leave the caller's RNG alone
+            target = model if real else create_model(name)
+            check = _input_check(target)
+            with _suspended([check] if check is not None else []):
+                peak = measured_inference_peak(target, input_size, batch_size)
+        result = dataclasses.replace(result, measured_peak_bytes=peak)
+    return result
 
 
 class _SkipInit(TorchFunctionMode):
@@ -317,13 +356,16 @@ class _Record:
 
     def freeze(self) -> LayerRecord:
         rf, jump, start = _report(self.info)
-        return LayerRecord(
+        record = object.__new__(LayerRecord)  # a frozen dataclass's __init__ sets each of 19 fields through
+        # object.__setattr__; filling __dict__ at once is 5x faster, which counts on nets with 1,000s of layers
+        record.__dict__.update(
             name=self.name, type=self.type, depth=self.depth, input_shape=self.input_shape,
             output_shape=self.output_shape, params=self.params, trainable_params=self.trainable, macs=self.macs,
             flops=sum(self.flops.values()), flops_by_class=dict(self.flops), activation_elements=self.elements,
             activation_bytes=self.bytes, receptive_field=rf, jump=jump, start=start, calls=self.calls,
-            uncounted_ops=tuple(sorted(self.uncounted)),
+            uncounted_ops=tuple(sorted(self.uncounted)) if self.uncounted else (),
         )
+        return record
 
 
 class _Run(TorchDispatchMode):
@@ -381,45 +423,44 @@ class _Run(TorchDispatchMode):
             self.paths[id(m)] = (path, leaf, type(m).__name__, count > 0, _leaf_class(m) if leaf else None)
             self.owned[path] = (count, trainable)
             self.types[path] = type(m).__name__
-        buffers = {id(b): b for b in model.buffers()}
+        buffers = {id(b): b for _, m in named for b in m._buffers.values() if b is not None}
         buffer_bytes = sum(b.numel() * b.element_size() for b in buffers.values())
 
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+        dtype = next((p.dtype for _, m in named for p in m._parameters.values()
+                      if p is not None and p.is_floating_point()), torch.get_default_dtype())
         x = torch.empty(self.batch_size, *self.input_size, device="meta", dtype=dtype)
         input_bytes = x.numel() * x.element_size()
 
         saved_modes = [(m, m.training) for _, m in named]
-        model.train(self.training)
+        for _, m in named:  # the flags model.train() sets, set directly (one pass, no recursion)
+            m.__dict__["training"] = self.training
         checks = [h for _, m in named for h in m._forward_pre_hooks.values() if isinstance(h, InputCheck)]
         top = _input_check(model)
-        patched: list[nn.Module] = []
-        handles = []
+        wrapped: list[tuple[nn.Module, object]] = []
         failure = None
         try:
             if top is not None:
                 top(model, (x,))  # the model's own check and message for an input it cannot take
         except BaseException:
             for m, training in saved_modes:
-                m.training = training
+                m.__dict__["training"] = training
             raise
+        undo = []
         try:
-            tensors = self._meta_state(model) if self.real else None
-            for t in (tensors.values() if tensors is not None else [*model.parameters(), *model.buffers()]):
-                self.state.add(t.untyped_storage()._cdata)
+            if self.real:
+                undo = self._swap_in_meta_state(named)
+            for _, m in named:
+                for t in [*m._parameters.values(), *m._buffers.values()]:
+                    if t is not None:
+                        self.state.add(t.untyped_storage()._cdata)
             self._track_new(x, 0)
             self.info[id(x)] = _INPUT_INFO
-            if self.fast:
-                patched = self._patch(named)
-            handles = [nn.modules.module.register_module_forward_pre_hook(self._pre),
-                       nn.modules.module.register_module_forward_hook(self._post)]
+            wrapped = self._wrap(named)
             with _suspended(checks), torch.random.fork_rng(devices=[]), \
                     torch.set_grad_enabled(self.training):
                 torch.manual_seed(0)  # stochastic depth and drop-path draw the same way on every profile
                 with self:
-                    if tensors is not None:
-                        out = torch.func.functional_call(model, tensors, (x,), strict=False)
-                    else:
-                        out = model(x)
+                    out = model(x)
             for t in [x, *_tensors(out)]:  # the caller holds the input and the outputs throughout
                 entry = self.live.get(t.untyped_storage()._cdata)
                 if entry is not None:
@@ -427,12 +468,15 @@ class _Run(TorchDispatchMode):
         except Exception as err:  # noqa: BLE001  (re-raised below with the failing layer named)
             failure = err
         finally:
-            for h in handles:
-                h.remove()
-            for m in patched:
-                m.__dict__.pop("forward", None)
+            for m, own in wrapped:
+                if own is _MISSING:
+                    m.__dict__.pop("forward", None)
+                else:
+                    m.__dict__["forward"] = own
+            for store, key, t in reversed(undo):
+                store[key] = t
             for m, training in saved_modes:
-                m.training = training
+                m.__dict__["training"] = training
 
         # Modules that own parameters but did not run in this mode still carry them (aux heads in eval).
         for _, m in named:
@@ -459,18 +503,25 @@ class _Run(TorchDispatchMode):
                                f"{type(failure).__name__}: {failure}", result, path, shapes) from failure
         return result
 
-    def _meta_state(self, model: nn.Module) -> dict[str, Tensor]:
-        """Meta copies of the parameters and buffers by every name they have (one copy per shared tensor)."""
+    @staticmethod
+    def _swap_in_meta_state(named: list[tuple[str, nn.Module]]) -> list[tuple[dict, str, Tensor]]:
+        """Put meta copies in place of every parameter and buffer (one copy per shared tensor); returns what to
+        put back. Direct dictionary swaps: `torch.func.functional_call` does the same by name, several times
+        slower on deep nets."""
         copies: dict[int, Tensor] = {}
-        out = {}
-        for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
-            if id(t) not in copies:
-                copy = torch.empty(t.shape, dtype=t.dtype, device="meta")
-                if isinstance(t, nn.Parameter):
-                    copy.requires_grad_(t.requires_grad)
-                copies[id(t)] = copy
-            out[name] = copies[id(t)]
-        return out
+        undo = []
+        for _, m in named:
+            for store in (m._parameters, m._buffers):
+                for key, t in store.items():
+                    if t is None:
+                        continue
+                    copy = copies.get(id(t))
+                    if copy is None:  # a plain tensor, as functional_call would pass
+                        copy = copies[id(t)] = torch.empty(t.shape, dtype=t.dtype, device="meta",
+                                                           requires_grad=t.requires_grad)
+                    undo.append((store, key, t))
+                    store[key] = copy
+        return undo
 
     # --- module hooks -----------------------------------------------------------------------------------------
     def _pre(self, module, args):
@@ -636,22 +687,33 @@ class _Run(TorchDispatchMode):
         return peak
 
     # --- fast path ----------------------------------------------------------------------------------------------
-    def _patch(self, named: list[tuple[str, nn.Module]]) -> list[nn.Module]:
-        patched = []
+    def _wrap(self, named: list[tuple[str, nn.Module]]) -> list[tuple[nn.Module, object]]:
+        """Give every module an instance `forward` that keeps the module stack around the real one (or around the
+        formula of a common layer). Cheaper than global module hooks, which send every call of every module
+        through nn.Module's slow path. Returns what to put back."""
+        undo = []
         for _, m in named:
-            formula = _FAST.get(type(m))
-            if formula is None or "forward" in m.__dict__:
-                continue
-            m.forward = functools.partial(formula, self, m)
-            patched.append(m)
-        return patched
+            own = m.__dict__.get("forward", _MISSING)
+            formula = _FAST.get(type(m)) if self.fast and own is _MISSING else None
+            forward = functools.partial(formula, self, m) if formula is not None else m.forward
+            m.__dict__["forward"] = functools.partial(self._call, m, forward)  # what Module.__setattr__ would
+            # do for a value that is no parameter, buffer or module, without its checks
+            undo.append((m, own))
+        return undo
+
+    def _call(self, module: nn.Module, forward, *args, **kwargs):
+        self._pre(module, args)
+        out = forward(*args, **kwargs)
+        self._post(module, args, out)
+        return out
 
     def _empty(self, shape, like: Tensor, grad: bool) -> Tensor:
         self.quiet = True
         try:
-            out = torch.empty(shape, device="meta", dtype=like.dtype)
-            if grad:  # a non-leaf that requires grad, as the real op's output would be
-                out = out.requires_grad_().clone()
+            with torch._C._DisableTorchDispatch():  # not an op of the network; and 40x faster outside the mode
+                out = torch.empty(shape, device="meta", dtype=like.dtype)
+                if grad:  # a non-leaf that requires grad, as the real op's output would be
+                    out = out.requires_grad_().clone()
         finally:
             self.quiet = False
         return out

@@ -259,7 +259,7 @@ class DenseNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # 224x224: stem (N, 2k, 56, 56), blocks at 56, 28, 14 and 7 pixels, (N, C, 7, 7) after norm5.
-        x = F.relu(self.features(x))
+        x = F.relu(self.features(x), inplace=True)  # in place after norm5, as torchvision
         return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 

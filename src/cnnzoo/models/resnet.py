@@ -92,7 +92,8 @@ class ResidualBlock(nn.Module):
         if drop is not None:
             out = drop(out)  # scaled by p in eval mode
         if self.residual:
-            out = out + self.skip(x)
+            out += self.skip(x)  # in place, as torchvision: the branch ends in a normalisation, which keeps its
+            # input, not its output, for backward (autograd's version check would catch a branch that did not)
         return self.relu(out)
 
 
