@@ -74,8 +74,10 @@ class InputCheck:
         tensors.update({k: torch.empty_like(v, device="meta") for k, v in module.named_buffers()})
         x = torch.empty(2, self.in_chans, h, w, device="meta")  # 2: batch norm needs more than one value
         self._probing = True
-        try:
-            out = functional_call(module, tensors, (x,))
+        try:  # the probe's random draws (dropout, stochastic depth) must not move the caller's RNG: a resumed
+            # training run probes at a different moment than the run it continues
+            with torch.random.fork_rng(devices=[]):
+                out = functional_call(module, tensors, (x,))
         except _SHAPE_ERRORS:
             return False
         finally:
