@@ -48,6 +48,26 @@ on the model's own dataset. The chart (PNG or SVG, needs `pip install 'cnnzoo[pl
 with a reported top-1 error: accuracy against G-MACs, bubble area proportional to parameters."""
 
 
+EPILOG_TRAIN = """examples:
+  cnnzoo train lenet5 --data digits --recipe fast --out runs/lenet5
+  cnnzoo train lenet5 --data digits --recipe fast --out runs/lenet5 --resume
+  cnnzoo train resnet20 --data cifar10 --download --epochs 30 --lr 0.05
+  torchrun --nproc-per-node 2 -m cnnzoo train lenet5 --data digits --recipe fast --out runs/ddp
+
+Every hyperparameter left out comes from the recipe (`cnnzoo recipes NAME` prints it). Ctrl-C or SIGTERM saves
+last.pt and exits (status 130 or 143); --resume continues exactly where the run stopped."""
+
+EPILOG_EVAL = """examples:
+  cnnzoo eval runs/lenet5/best.pt --data digits
+  cnnzoo eval runs/a/best.pt runs/b/best.pt --data cifar10 --tta flip
+
+Several checkpoints are evaluated one by one and as an ensemble (their softmax outputs averaged)."""
+
+EPILOG_RECIPES = """examples:
+  cnnzoo recipes
+  cnnzoo recipes resnet110
+  cnnzoo recipes lenet5 --recipe fast --format json"""
+
 EPILOG_CLAIMS = """examples:
   cnnzoo claims
   cnnzoo claims --format json"""
@@ -83,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "deviations), its computed parameter count and its output shape at the "
                                    "native input size.",
                        epilog=EPILOG_INFO, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", help="a registered model name (see `cnnzoo list`)")
+    p.add_argument("name", help="a registered model name (see `cnnzoo list`) or a checkpoint file")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(run=_info)
 
@@ -92,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "layer and per functional op of a block (residual add, concatenation), with "
                                    "totals for a forward pass and a training step.",
                        epilog=EPILOG_SUMMARY, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", help="a registered model name (see `cnnzoo list`)")
+    p.add_argument("name", help="a registered model name (see `cnnzoo list`) or a checkpoint file")
     p.add_argument("--input", type=_input_size, metavar="CxHxW",
                    help="input size, e.g. 3x224x224 (default: the model's native input)")
     p.add_argument("--batch", type=_count(1), default=1, metavar="N", help="batch size (default 1)")
@@ -125,7 +145,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--plot", metavar="FILE", help="also write the complexity chart to FILE.png or FILE.svg")
     p.set_defaults(run=_compare)
+
+    _add_train_parsers(sub)
     return parser
+
+
+def _add_train_parsers(sub) -> None:
+    from dataclasses import MISSING, fields
+
+    from cnnzoo.train.evaluate import TTA_MODES
+    from cnnzoo.train.trainer import TrainConfig
+
+    p = sub.add_parser("train", help="train a model with its paper's recipe (or a fast one)",
+                       description="Train a registered model on a dataset with the recipe of its paper; resumes "
+                                   "exactly; writes config.json, metrics.csv, checkpoints and curves to one folder.",
+                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    types = {"epochs": _count(1), "batch_size": _count(1), "lr": _positive_float, "momentum": _fraction,
+             "weight_decay": _non_negative_float, "seed": _count(0), "workers": _count(0), "save_every": _count(0),
+             "max_steps": _count(1)}
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["help"]
+        if f.name == "model":
+            p.add_argument("model", help=help_text)
+        elif f.name == "recipe":
+            p.add_argument(flag, choices=["paper", "fast"], default=f.default, help=help_text)
+        elif f.name == "nesterov":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.default is False:
+            p.add_argument(flag, action="store_true", help=help_text)
+        else:
+            p.add_argument(flag, type=types.get(f.name, str), default=None if f.default is MISSING else f.default,
+                           required=f.default is MISSING, help=help_text, metavar=f.name.upper())
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 error of checkpoints, alone and as an ensemble",
+                       description="Evaluate checkpoints on a dataset's test split: top-1 and top-5 error, with "
+                                   "test-time augmentation; several checkpoints also give their ensemble.",
+                       epilog=EPILOG_EVAL, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint files written by cnnzoo train")
+    p.add_argument("--data", required=True, help="dataset, as for cnnzoo train")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: flip (image and mirror) or ten-crop (AlexNet's 10 patches)")
+    p.add_argument("--batch-size", type=_count(1), default=256, metavar="N")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--data-root", default=None, help="where datasets live")
+    p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(run=_eval)
+
+    p = sub.add_parser("recipes", help="the papers' training recipes, as data",
+                       description="Print the training recipe of a model's paper (optimizer, schedule, batch, "
+                                   "regularisation, augmentation, with sources), or list every family's.",
+                       epilog=EPILOG_RECIPES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", nargs="?", help="a registered model name (default: one line per family and dataset)")
+    p.add_argument("--recipe", choices=["paper", "fast"], default="paper")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(run=_recipes)
 
 
 def _input_size(text: str) -> tuple[int, int, int]:
@@ -150,10 +226,33 @@ def _count(minimum: int):
     return parse
 
 
+def _number(kind: str, ok):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_float = _number("a positive number", lambda v: v > 0)
+_non_negative_float = _number("a number of at least 0", lambda v: v >= 0)
+_fraction = _number("a number in [0, 1)", lambda v: 0 <= v < 1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed as one line
+        return done.code if isinstance(done.code, int) else 2
+    try:
+        return args.run(args) or 0
+    except _training_failure() as err:
+        print(f"cnnzoo {args.command}: {err}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"cnnzoo {args.command}: error: {message}", file=sys.stderr)
@@ -161,6 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `cnnzoo list | head`
         sys.stderr.close()
     return 0
+
+
+def _training_failure():
+    from cnnzoo.train.trainer import TrainingDiverged
+
+    return TrainingDiverged
+
+
+def _meta_build(name: str, options: dict):
+    with torch.device("meta"):
+        return cnnzoo.create_model(name, **options)
 
 
 def _meta_model(name: str):
@@ -201,9 +311,30 @@ def _list(args) -> None:
         _console().print(table)
 
 
+def _from_checkpoint(text: str):
+    """(model name, create_model options, checkpoint summary) for a checkpoint argument, or None for a name."""
+    from cnnzoo.train.checkpoint import is_checkpoint_path, load_checkpoint
+
+    if not is_checkpoint_path(text):
+        return None
+    payload = load_checkpoint(text)
+    history = payload.get("history") or []
+    recipe = payload.get("recipe") or {}
+    summary = {
+        "file": text, "model": payload["model"], "model_options": payload["model_options"],
+        "data": (payload.get("config") or {}).get("data"), "recipe": recipe.get("name"),
+        "epochs_done": len(history), "step": payload.get("step"), "best_val_top1_err": payload.get("best"),
+        "last_epoch": history[-1] if history else None,
+    }
+    return payload["model"], payload["model_options"], summary
+
+
 def _info(args) -> None:
-    card = cnnzoo.model_card(args.name)
-    model = _meta_model(card.name)
+    source = _from_checkpoint(args.name)
+    name, options_given, trained = source if source else (args.name, {}, None)
+    card = cnnzoo.model_card(name)
+    with torch.device("meta"):
+        model = cnnzoo.create_model(card.name, **options_given)
     model.eval()
     out = model(torch.empty(1, *card.input_size, device="meta"))
     options = {k: (None if p.default is p.empty else p.default) for k, p in model_options(card.name).items()}
@@ -213,6 +344,8 @@ def _info(args) -> None:
     info["computed"] = {"params": cnnzoo.count_params(model), "output_shape": list(out.shape),
                         "min_input": [hmin, wmin], "max_input": None if hmax is None or wmax is None else [hmax, wmax]}
     info["options"] = options
+    if trained is not None:
+        info["checkpoint"] = trained
     if args.format == "json":
         print(json.dumps(info, indent=2, default=str))
         return
@@ -237,6 +370,14 @@ def _info(args) -> None:
     lines.append(f"torchvision  {card.torchvision or 'no twin'}")
     lines.append("options      " + (", ".join(f"{k}={v!r}" for k, v in options.items()) or "none")
                  + " (plus num_classes, in_chans)")
+    if trained is not None:
+        last = trained["last_epoch"] or {}
+        lines.append(f"checkpoint   {trained['file']}: trained on {trained['data']} with the {trained['recipe']} "
+                     f"recipe, {trained['epochs_done']} epochs ({trained['step']} steps); options "
+                     f"{trained['model_options']}"
+                     + (f"; last val top-1 error {last['val_top1_err']:.2f}%" if last else "")
+                     + (f", best {trained['best_val_top1_err']:.2f}%" if trained["best_val_top1_err"] is not None
+                        else ""))
     if card.deviations:
         lines.append("deviations from the paper:")
         lines.extend(f"  - {d}" for d in card.deviations)
@@ -273,7 +414,12 @@ def _summary(args) -> None:
     from cnnzoo.analysis.profile import ProfileError
 
     try:
-        result = cnnzoo.profile(args.name, input_size=args.input, batch_size=args.batch, mode=args.mode,
+        source = _from_checkpoint(args.name)
+        target = args.name
+        if source is not None:  # the checkpoint's architecture and options (its weights do not change the figures)
+            name, options, _ = source
+            target = cnnzoo.create_model(name, **options) if args.measure else _meta_build(name, options)
+        result = cnnzoo.profile(target, input_size=args.input, batch_size=args.batch, mode=args.mode,
                                 measure=args.measure)
         error = None
     except ProfileError as err:  # show the rows up to the failing layer, then the error
@@ -370,3 +516,73 @@ def _csv(rows: list[dict]) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+def _train(args) -> int:
+    from dataclasses import fields
+
+    from cnnzoo.train.trainer import TrainConfig, train
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    result = train(config, console=_console())
+    return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped, 0)
+
+
+def _eval(args) -> None:
+    from cnnzoo.train.ensemble import evaluate_checkpoints
+
+    report = evaluate_checkpoints(args.checkpoints, args.data, tta=args.tta, batch_size=args.batch_size,
+                                  device=args.device, data_root=args.data_root, download=args.download)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{args.data} test split, {report['images']:,} images, test-time augmentation: {args.tta}")
+    for column, justify in (("checkpoint", "left"), ("model", "left"), ("top-1 error", "right"),
+                            ("top-5 error", "right")):
+        table.add_column(column, justify=justify)
+    for row in report["members"]:
+        table.add_row(row["checkpoint"], row["model"], f"{row['top1_err']:.2f}%", f"{row['top5_err']:.2f}%")
+    if report.get("ensemble"):
+        e = report["ensemble"]
+        table.add_row(f"ensemble of {len(report['members'])}", "", f"{e['top1_err']:.2f}%", f"{e['top5_err']:.2f}%")
+    _console().print(table)
+
+
+def _recipes(args) -> None:
+    from cnnzoo.train.recipes import list_recipes, recipe_for
+
+    if args.name:
+        recipe = recipe_for(args.name, args.recipe)
+        data = recipe.to_dict()
+        if args.format == "json":
+            print(json.dumps(data, indent=2))
+            return
+        console = _console()
+        console.print(f"[bold]{cnnzoo.model_card(args.name).name}[/bold]: the {args.recipe} recipe "
+                      f"({recipe.family}, {recipe.dataset})", highlight=False)
+        for key, value in data.items():
+            if key in ("name", "family", "dataset", "notes"):
+                continue
+            shown = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+            console.print(f"  {key:<18} {shown}", highlight=False, markup=False)
+        for note in data.get("notes") or ():
+            console.print(f"  - {note}", highlight=False, markup=False)
+        return
+    rows = list_recipes()
+    if args.format == "json":
+        print(json.dumps([{"family": f, "dataset": d, **r.to_dict()} for f, d, r in rows], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="the papers' training recipes (cnnzoo recipes NAME for one in full)")
+    for column in ("family", "dataset", "optimizer", "lr", "batch", "epochs", "schedule", "weight decay",
+                   "augmentation", "source"):
+        table.add_column(column)
+    for family, dataset, r in rows:
+        table.add_row(family, dataset, r.optimizer + (" (Nesterov)" if r.nesterov else ""), f"{r.lr:g}",
+                      str(r.batch_size), str(r.epochs), r.schedule.describe(), f"{r.weight_decay:g}",
+                      ", ".join(r.augmentation) or "-", r.source)
+    _console().print(table)

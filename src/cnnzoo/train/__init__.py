@@ -1,0 +1,1 @@
+"""Training: recipes, the trainer, checkpoints, distributed runs, ensembles and metrics."""

@@ -1,0 +1,60 @@
+"""`cnnzoo eval`: checkpoints evaluated one by one and as an ensemble (averaged softmax outputs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from cnnzoo.train.checkpoint import load_checkpoint, model_from_checkpoint
+from cnnzoo.train.evaluate import TEN_CROP_LOAD, errors, predict
+from cnnzoo.train.trainer import _fit_mode, resolve_device
+
+__all__ = ["evaluate_checkpoints"]
+
+
+def evaluate_checkpoints(paths: list[str], data: str, *, tta: str = "none", batch_size: int = 256,
+                         device: str = "auto", data_root: str | None = None, download: bool = False) -> dict:
+    """Top-1/top-5 error (in percent) of each checkpoint and, for several, of their ensemble."""
+    from cnnzoo.data import fit, load_dataset, make_loader
+    from cnnzoo.registry import model_card
+
+    target = resolve_device(device)
+    payloads = [load_checkpoint(p) for p in paths]  # every file is checked before any evaluation runs
+    test = load_dataset(data, "test", root=data_root, download=download)
+    classes = int(test.labels.max()) + 1 if test.labels.numel() else 0
+    members, total, labels = [], None, None
+    for path, payload in zip(paths, payloads):
+        card = model_card(payload["model"])
+        num_classes = payload["model_options"].get("num_classes", card.num_classes)
+        if classes > num_classes:
+            raise ValueError(f"{path}: {data}'s labels go up to {classes - 1}, but {payload['model']} was trained "
+                             f"for {num_classes} classes")
+        stored = payload.get("classes")
+        if stored is not None and list(test.classes) != list(stored)[:len(test.classes)]:
+            raise ValueError(f"{path} was trained on classes {stored[:5]}..., {data} has {list(test.classes)[:5]}...")
+        model = model_from_checkpoint(payload, device=target)
+        c, h, w = payload.get("data", {}).get("input_size") or card.input_size
+        load = (c, math.ceil(h * TEN_CROP_LOAD), math.ceil(w * TEN_CROP_LOAD)) if tta == "ten-crop" else (c, h, w)
+        fitted = fit(test, load, mode=_fit_mode(test, (c, h, w)))
+        norm = payload.get("data", {})
+        if norm.get("mean") and norm.get("std"):  # the training set's statistics, as the model was trained
+            fitted = dataclasses.replace(fitted, mean=tuple(norm["mean"]), std=tuple(norm["std"]))
+        loader = make_loader(fitted, batch_size, train=False, augment=None, seed=0, device=target, drop_last=False)
+        loader.set_position(0, 0)
+        probs, y = predict(model, loader, tta=tta, input_hw=(h, w))
+        if labels is not None and not torch.equal(labels, y):
+            raise ValueError("the checkpoints saw the test images in different orders; cannot ensemble them")
+        labels = y
+        total = probs if total is None else total + probs
+        members.append({"checkpoint": str(path), "model": payload["model"],
+                        "epoch": (payload.get("position") or [None])[0], **_percent(errors(probs, y))})
+    report = {"data": data, "tta": tta, "images": int(labels.numel()), "members": members, "ensemble": None}
+    if len(members) > 1:
+        report["ensemble"] = _percent(errors(total / len(members), labels))
+    return report
+
+
+def _percent(e) -> dict:
+    return {"top1_err": 100 * e.top1, "top5_err": 100 * e.top5}

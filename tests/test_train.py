@@ -1,0 +1,202 @@
+"""The trainer: run folder, exact resume (in-process stops, SIGTERM and SIGKILL), NaN stops, bad input, and
+evaluation of checkpoints alone and as an ensemble."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnzoo import create_model
+from cnnzoo.cli import main
+from cnnzoo.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnzoo.train.trainer import TrainConfig, TrainingDiverged, train
+
+# LeNet-5 on the fake dataset (512 train / 128 test images at 3x32x32, fitted to 1x32x32): 16 steps an epoch.
+SMALL = dict(model="lenet5", data="fake", recipe="fast", epochs=2, batch_size=32, quiet=True)
+
+
+def _weights(path) -> dict:
+    return load_checkpoint(path)["model_state"]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run; every resumed run below must end with exactly its weights."""
+    out = tmp_path_factory.mktemp("reference")
+    result = train(TrainConfig(**SMALL, out=str(out)))
+    return out, result
+
+
+def test_run_folder(reference):
+    out, result = reference
+    assert result.epochs_done == 2 and result.step == 32 and result.stopped is None
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.csv", "last.pt", "best.pt", "curves.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["model"] == "lenet5" and config["recipe"]["batch_size"] == 32
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["val_top1_err"]) <= 100 and float(r["val_top5_err"]) <= float(r["val_top1_err"])
+               for r in rows)
+    payload = load_checkpoint(out / "last.pt")
+    assert payload["position"] == [2, 0] and payload["step"] == 32
+
+
+def test_same_seed_same_weights(reference, tmp_path):
+    out, _ = reference
+    train(TrainConfig(**SMALL, out=str(tmp_path / "again")))
+    assert _same(_weights(out / "last.pt"), _weights(tmp_path / "again" / "last.pt"))
+
+
+@pytest.mark.parametrize("stop_at", [5, 16, 21])  # mid-epoch, an epoch end, mid second epoch
+def test_stop_and_resume_is_exact(reference, tmp_path, stop_at):
+    out = tmp_path / "run"
+    first = train(TrainConfig(**SMALL, out=str(out), max_steps=stop_at))
+    assert first.stopped == "max_steps" and first.step == stop_at
+    assert load_checkpoint(out / "last.pt")["step"] == stop_at
+    second = train(TrainConfig(**SMALL, out=str(out), resume=True))
+    assert second.step == 32 and second.stopped is None
+    assert _same(_weights(reference[0] / "last.pt"), _weights(out / "last.pt"))
+    reference_rows = (reference[0] / "metrics.csv").read_text().splitlines()
+    rows = (out / "metrics.csv").read_text().splitlines()
+    strip = lambda lines: [",".join(line.split(",")[:-2]) for line in lines]  # noqa: E731 (drop the timings)
+    assert strip(rows) == strip(reference_rows)
+
+
+def test_model_randomness_resumes_exactly(tmp_path):
+    """NiN draws dropout masks from the global RNG, which the checkpoint carries."""
+    config = dict(model="nin", data="fake", recipe="fast", epochs=1, batch_size=64, quiet=True)
+    train(TrainConfig(**config, out=str(tmp_path / "whole")))
+    train(TrainConfig(**config, out=str(tmp_path / "parts"), max_steps=3))
+    train(TrainConfig(**config, out=str(tmp_path / "parts"), resume=True))
+    assert _same(_weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "parts" / "last.pt"))
+
+
+def _cli(args: list[str], tmp_path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cnnzoo", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _small_args(out) -> list[str]:
+    return ["train", "lenet5", "--data", "fake", "--recipe", "fast", "--epochs", "2", "--batch-size", "32",
+            "--out", str(out)]
+
+
+def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_exactly(reference, tmp_path, how):
+    out = tmp_path / "run"
+    proc = _cli([*_small_args(out), "--save-every", "3"], tmp_path)
+    _wait_for_checkpoint(out / "last.pt", proc)
+    proc.send_signal(getattr(signal, how))
+    _, err = proc.communicate(timeout=120)
+    if how == "SIGTERM":
+        assert proc.returncode == 143 and "Traceback" not in err, err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    saved = load_checkpoint(out / "last.pt")
+    assert saved["step"] < 32, "the run finished before it was stopped; nothing was resumed"
+    assert main([*_small_args(out), "--resume", "--quiet"]) == 0
+    assert _same(_weights(reference[0] / "last.pt"), _weights(out / "last.pt"))
+
+
+def test_nan_stops_and_names_the_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf).* \(step \d+\)"):
+        train(TrainConfig(**{**SMALL, "model": "lenet5_modern", "lr": 1e12}, out=str(out)))
+    assert not (out / "last.pt").exists()  # diverged in the first epoch: nothing good to keep
+    args = _small_args(tmp_path / "cli")
+    args[1] = "lenet5_modern"
+    code = main([*args, "--lr", "1e12", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "the loss became" in err[0] and "try a lower --lr" in err[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "nosuch"], "unknown dataset"),
+    (["--data", "fake", "--batch-size", "100000"], "larger than"),
+    (["--data", "fake", "--recipe", "slow"], "invalid choice"),
+    (["--data", "fake", "--lr", "-1"], "expected a positive number"),
+    (["--data", "fake", "--device", "tpu"], "device"),
+    (["--data", "fake", "--resume"], "--resume needs --out"),
+])
+def test_bad_input_is_one_line_and_leaves_no_folder(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "lenet5", *args, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_settings(reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(TrainConfig(**SMALL, out=str(out), max_steps=2))
+    assert main([*_small_args(out), "--quiet"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*_small_args(out), "--lr", "0.5", "--resume", "--quiet"]) == 2
+    assert "these settings differ: lr" in capsys.readouterr().err
+    assert main(["train", "lenet5", "--data", "fake", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_eval_alone_and_as_an_ensemble(reference, tmp_path, capsys):
+    out, result = reference
+    other = tmp_path / "other"
+    train(TrainConfig(**{**SMALL, "seed": 1}, out=str(other)))
+    assert main(["eval", str(out / "last.pt"), "--data", "fake", "--format", "json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["members"][0]["top1_err"] == pytest.approx(result.history[-1]["val_top1_err"])
+    assert alone["ensemble"] is None and alone["images"] == 128
+    assert main(["eval", str(out / "last.pt"), str(other / "last.pt"), "--data", "fake", "--tta", "flip",
+                 "--format", "json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert len(both["members"]) == 2 and both["ensemble"] is not None
+    assert main(["eval", str(out / "last.pt"), "--data", "fake"]) == 0
+    assert "top-1 error" in capsys.readouterr().out
+
+
+def test_eval_refuses_foreign_and_mismatched_checkpoints(reference, tmp_path, capsys):
+    out, _ = reference
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    assert main(["eval", str(tmp_path / "foreign.pt"), "--data", "fake"]) == 2
+    assert "not a cnnzoo checkpoint" in capsys.readouterr().err
+    payload = load_checkpoint(out / "last.pt")
+    save_checkpoint(tmp_path / "renamed.pt", {**payload, "model": "lenet5_modern"})
+    assert main(["eval", str(tmp_path / "renamed.pt"), "--data", "fake"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit lenet5_modern" in err and len(err.strip().splitlines()) == 1
+    narrow = create_model("lenet5", num_classes=5)
+    save_checkpoint(tmp_path / "narrow.pt", {"model": "lenet5", "model_options": {"num_classes": 5},
+                                             "model_state": narrow.state_dict()})
+    assert main(["eval", str(tmp_path / "narrow.pt"), "--data", "fake"]) == 2
+    assert "trained for 5 classes" in capsys.readouterr().err
+
+
+def test_info_and_summary_read_checkpoints(reference, capsys):
+    out, _ = reference
+    assert main(["info", str(out / "last.pt"), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["checkpoint"]["epochs_done"] == 2 and info["checkpoint"]["data"] == "fake"
+    assert main(["summary", str(out / "last.pt"), "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"] == "lenet5" and summary["layers"][-1]["output_shape"][-1] == 10
