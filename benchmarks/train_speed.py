@@ -11,8 +11,7 @@ real on-disk format (the content does not change the speed).
   RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor and Normalize, batched by a DataLoader (timed with
   0 and with 2 worker processes; the faster counts), and a float32 model in the default memory format.
 - cnnzoo: `cnnzoo.train.train` itself for one epoch (the images/s of its metrics row): the data in memory as
-  uint8, crops and flips on whole batches; bfloat16 autocast with --amp, channels_last with --channels-last
-  (on this CPU, torch 2.14, channels_last makes training about 8x slower: measure before using it).
+  uint8, crops and flips on whole batches; bfloat16 autocast with --amp, channels_last with --channels-last.
 
 Throughput is images per second over a whole epoch, the first steps included on both sides. The goal
 (issue 7) is at least 1.5x for resnet20 and resnet56.

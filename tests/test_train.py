@@ -18,6 +18,8 @@ from cnnzoo.cli import main
 from cnnzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnzoo.train.trainer import TrainConfig, TrainingDiverged, train
 
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
+
 # LeNet-5 on the fake dataset (512 train / 128 test images at 3x32x32, fitted to 1x32x32): 16 steps an epoch.
 SMALL = dict(model="lenet5", data="fake", recipe="fast", epochs=2, batch_size=32, quiet=True)
 
@@ -71,7 +73,7 @@ def test_stop_and_resume_is_exact(reference, tmp_path, stop_at):
     assert _same(_weights(reference[0] / "last.pt"), _weights(out / "last.pt"))
     reference_rows = (reference[0] / "metrics.csv").read_text().splitlines()
     rows = (out / "metrics.csv").read_text().splitlines()
-    strip = lambda lines: [",".join(line.split(",")[:-2]) for line in lines]  # noqa: E731 (drop the timings)
+    strip = lambda lines: [",".join(line.split(",")[:-3]) for line in lines]  # noqa: E731 (drop the timings)
     assert strip(rows) == strip(reference_rows)
 
 
@@ -200,3 +202,65 @@ def test_info_and_summary_read_checkpoints(reference, capsys):
     assert main(["summary", str(out / "last.pt"), "--format", "json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == "lenet5" and summary["layers"][-1]["output_shape"][-1] == 10
+
+
+def test_two_processes_match_one(tmp_path):
+    """torchrun with 2 processes (gloo on the CPU) against 1 process, same global batch and seed: LeNet-5 has no
+    batch norm or dropout, so the weights agree up to the rounding of the averaged gradients."""
+    args = ["train", "lenet5", "--data", "fake", "--recipe", "fast", "--epochs", "2", "--batch-size", "64",
+            "--quiet"]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "cnnzoo", *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    one, two = _weights(tmp_path / "one" / "last.pt"), _weights(tmp_path / "two" / "last.pt")
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
+    saved = load_checkpoint(tmp_path / "two" / "last.pt")
+    assert saved["step"] == 16 and json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+
+
+def test_recipes_command(capsys):
+    assert main(["recipes", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    from cnnzoo import list_models, model_card
+
+    assert {(r["family"], r["dataset"]) for r in rows} == {(model_card(n).family, model_card(n).dataset)
+                                                           for n in list_models()}
+    assert main(["recipes", "resnet110", "--format", "json"]) == 0
+    recipe = json.loads(capsys.readouterr().out)
+    assert recipe["warmup_iters"] == 400 and recipe["schedule"]["milestones"] == [0.5, 0.75]
+    assert main(["recipes", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "x0.1 when the validation error plateaus" in out and "1e-5" in out  # the lecture's figure, noted
+    assert main(["recipes", "lenet5", "--recipe", "fast"]) == 0
+    assert "cosine to 0" in capsys.readouterr().out
+    assert main(["recipes", "resnet5"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_image_folder_trains_and_evaluates_with_ten_crops(tmp_path, capsys):
+    """An ImageNet-style net on a folder of PNGs (streamed by DataLoader workers): a fast-recipe epoch, then the
+    ten-crop test protocol."""
+    from torchvision.io import write_png
+
+    g = torch.Generator().manual_seed(0)
+    for split, count in (("train", 8), ("val", 4)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "pets" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = torch.randint(0, 256, (3, 40, 48), generator=g, dtype=torch.uint8)
+                write_png(image, str(folder / f"{i}.png"))
+    data = f"imagefolder:{tmp_path / 'pets'}"
+    out = tmp_path / "run"
+    code = main(["train", "squeezenet1_1", "--data", data, "--recipe", "fast", "--epochs", "1", "--batch-size", "4",
+                 "--workers", "1", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 1 and int(rows[0]["step"]) == 4
+    assert main(["eval", str(out / "last.pt"), "--data", data, "--tta", "ten-crop", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 8 and report["tta"] == "ten-crop"

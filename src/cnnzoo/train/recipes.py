@@ -617,7 +617,7 @@ for _name in ("resnet50_v1_5", "resnet101_v1_5", "resnet152_v1_5"):
 # regularisers stay; cosine to 0, no warm-up. Measured only where a note says so.
 
 _FAST: dict[tuple[str, str], tuple[float, int, int]] = {
-    ("lenet", "mnist"): (0.002, 32, 15),
+    ("lenet", "mnist"): (0.002, 32, 30),
     ("alexnet", "imagenet"): (0.01, 64, 5),
     ("zfnet", "imagenet"): (0.01, 64, 5),
     ("vgg", "imagenet"): (0.01, 64, 5),
@@ -646,8 +646,9 @@ _FAST_MODEL: dict[str, dict] = {
     "lenet5_modern": {"lr": 0.02},  # ReLU and a linear output take a 10x larger step than lenet5
 }
 _FAST_NOTES: dict[str, tuple[str, ...]] = {
-    "lenet": ("lenet5 on `digits` (1,442 training images resized to 32x32, 355 held out): 98.6% test accuracy "
-              "after 15 epochs, about 12 s on 2 idle CPU cores (benchmarks/digits_time.py); shifts of up to 2 px "
+    "lenet": ("lenet5 on `digits` (1,442 training images resized to 32x32, 355 held out): 98.0-99.7% test accuracy "
+              "after 30 epochs over seeds 0-4, 98% reached within 9-18 s on 2 idle CPU cores "
+              "(benchmarks/digits_time.py); 15 epochs leave one seed in five at 97.5%; shifts of up to 2 px "
               "(crop_pad2) and not 4: 4 px is a whole pixel of an 8x8 digit, and LeNet-5 then reaches 96-97%",
               "with the 8x8 digits padded (not resized) into the 32x32 field LeNet-5 reaches about 80%"),
 }

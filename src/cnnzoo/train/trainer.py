@@ -226,6 +226,7 @@ def train(config: TrainConfig, console=None) -> RunResult:
             "rng": {"cpu": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
             "scaler": scaler.state_dict() if scaler is not None else None,
+            "elapsed": time.perf_counter() - clock,
             "config": asdict(config), "recipe": recipe.to_dict(), "classes": list(train_data.classes),
             "data": {"mean": list(train_data.mean), "std": list(train_data.std),
                      "input_size": list(card.input_size)},
@@ -237,6 +238,7 @@ def train(config: TrainConfig, console=None) -> RunResult:
 
     stop = _Stop()
     stopped = None
+    clock = time.perf_counter() - (resumed.get("elapsed", 0.0) if resumed is not None else 0.0)
     log.start(config, recipe, card, train_data, test_data, device, ddp, out, resumed is not None)
     with stop.installed():
         for epoch in range(start_epoch, recipe.epochs):
@@ -301,6 +303,7 @@ def train(config: TrainConfig, console=None) -> RunResult:
                 "train_loss": totals[0] / totals[3], "train_top1_err": 100 * (1 - totals[1] / totals[3]),
                 "val_top1_err": 100 * val[0], "val_top5_err": 100 * val[1],
                 "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1),
+                "elapsed": round(time.perf_counter() - clock, 3),
             }
             schedule.end_epoch(row)
             history.append(row)
@@ -416,8 +419,10 @@ def _gather_errors(probs, labels, ddp: Distributed, device) -> tuple[float, floa
     return 1 - total[0] / total[2], 1 - total[1] / total[2]
 
 
+# seconds and images/s: this epoch's training; elapsed: wall time since the run began (across resumes), evaluation
+# included.
 METRIC_FIELDS = ("epoch", "step", "lr", "train_loss", "train_top1_err", "val_top1_err", "val_top5_err", "seconds",
-                 "images_per_s")
+                 "images_per_s", "elapsed")
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
