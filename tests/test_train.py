@@ -2,6 +2,7 @@
 evaluation of checkpoints alone and as an ensemble."""
 
 import csv
+import math
 import json
 import os
 import signal
@@ -264,3 +265,12 @@ def test_image_folder_trains_and_evaluates_with_ten_crops(tmp_path, capsys):
     assert main(["eval", str(out / "last.pt"), "--data", data, "--tta", "ten-crop", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 8 and report["tta"] == "ten-crop"
+
+
+def test_amp_and_channels_last_train_on_the_cpu(tmp_path):
+    """bfloat16 autocast and channels_last batches: the options run and learn something on the CPU too."""
+    result = train(TrainConfig(**{**SMALL, "model": "resnet20", "epochs": 1, "batch_size": 64}, out=str(tmp_path),
+                               amp=True, channels_last=True))
+    assert result.step == 8 and math.isfinite(result.history[-1]["train_loss"])
+    payload = load_checkpoint(tmp_path / "last.pt")
+    assert all(v.dtype != torch.bfloat16 for v in payload["model_state"].values())  # weights stay float32
