@@ -274,3 +274,21 @@ def test_amp_and_channels_last_train_on_the_cpu(tmp_path):
     assert result.step == 8 and math.isfinite(result.history[-1]["train_loss"])
     payload = load_checkpoint(tmp_path / "last.pt")
     assert all(v.dtype != torch.bfloat16 for v in payload["model_state"].values())  # weights stay float32
+
+
+def test_set_overrides_any_recipe_field(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main([*_small_args(out), "--epochs", "1", "--set", "augmentation=", "--set", "schedule.kind=constant",
+                 "--set", "warmup_iters=3", "--set", "warmup_lr=0.01", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    recipe = json.loads((out / "config.json").read_text())["recipe"]
+    assert recipe["augmentation"] == [] and recipe["schedule"]["kind"] == "constant"
+    assert recipe["warmup_iters"] == 3 and recipe["warmup_lr"] == 0.01
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert float(rows[0]["lr"]) == pytest.approx(0.002)  # constant after the warm-up
+    for bad, message in ((["--set", "dropuot=0.3"], "dropuot"), (["--set", "lr"], "expects KEY=VALUE"),
+                         (["--set", "batch_size=0"], "batch_size")):
+        assert main([*_small_args(tmp_path / "bad"), *bad, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "bad").exists()

@@ -52,6 +52,7 @@ EPILOG_TRAIN = """examples:
   cnnzoo train lenet5 --data digits --recipe fast --out runs/lenet5
   cnnzoo train lenet5 --data digits --recipe fast --out runs/lenet5 --resume
   cnnzoo train resnet20 --data cifar10 --download --epochs 30 --lr 0.05
+  cnnzoo train resnet20 --data cifar10 --set schedule.kind=cosine --set warmup_iters=0
   torchrun --nproc-per-node 2 -m cnnzoo train lenet5 --data digits --recipe fast --out runs/ddp
 
 Every hyperparameter left out comes from the recipe (`cnnzoo recipes NAME` prints it). Ctrl-C or SIGTERM saves
@@ -172,6 +173,8 @@ def _add_train_parsers(sub) -> None:
             p.add_argument(flag, choices=["paper", "fast"], default=f.default, help=help_text)
         elif f.name == "nesterov":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.name == "settings":
+            p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help=help_text)
         elif f.default is False:
             p.add_argument(flag, action="store_true", help=help_text)
         else:
@@ -524,7 +527,9 @@ def _train(args) -> int:
 
     from cnnzoo.train.trainer import TrainConfig, train
 
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    values["settings"] = tuple(values["settings"])
+    config = TrainConfig(**values)
     result = train(config, console=_console())
     return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped, 0)
 

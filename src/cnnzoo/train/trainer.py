@@ -60,6 +60,9 @@ class TrainConfig:
     momentum: float | None = _opt("momentum (default: the recipe's)")
     weight_decay: float | None = _opt("L2 weight decay (default: the recipe's)")
     nesterov: bool | None = _opt("Nesterov momentum (default: the recipe's)")
+    settings: tuple[str, ...] = _opt("any other recipe field, as KEY=VALUE (repeatable): dropout=0.3, warmup_iters=0, "
+                                     "augmentation=crop_pad4,flip, schedule.kind=cosine, schedule.milestones=0.5,0.75",
+                                     ())
     out: str | None = _opt("run folder (default: runs/MODEL-DATA-SEED)")
     resume: bool = _opt("continue the run in --out from its last checkpoint", False)
     seed: int = _opt("seed of every random draw of the run", 0)
@@ -165,7 +168,7 @@ def train(config: TrainConfig, console=None) -> RunResult:
     elif (out / "last.pt").exists():
         raise ValueError(f"{out} holds a run already; pass --resume to continue it, or choose another --out")
     card = model_card(config.model)
-    recipe = recipe_for(card.name, config.recipe).override(**config.overrides())
+    recipe = apply_settings(recipe_for(card.name, config.recipe).override(**config.overrides()), config.settings)
     if recipe.batch_size % ddp.world_size:
         raise ValueError(f"batch size {recipe.batch_size} does not split evenly over {ddp.world_size} processes")
     train_data, test_data, loaders = _data(config, card, recipe, device, ddp)
@@ -349,6 +352,42 @@ def _resumed_config(given: TrainConfig, stored: dict, out: Path) -> TrainConfig:
     for key in RESUME_KEEPS:
         setattr(config, key, getattr(given, key))
     return config
+
+
+def apply_settings(recipe, settings) -> "Recipe":  # noqa: F821  (cnnzoo.train.recipes.Recipe)
+    """The recipe with KEY=VALUE changes: numbers, true/false, none, comma-separated lists for the list fields,
+    `schedule.FIELD=...` for the schedule's fields. The recipe validates names and values."""
+    changes: dict = {}
+    schedule: dict = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, e.g. dropout=0.3 or schedule.kind=cosine; got {item!r}")
+        target, name = (schedule, key[len("schedule."):]) if key.startswith("schedule.") else (changes, key)
+        current = getattr(recipe.schedule if target is schedule else recipe, name, None)
+        target[name] = _setting(text.strip(), as_list=isinstance(current, tuple))
+    if schedule:
+        changes["schedule"] = schedule
+    return recipe.override(**changes) if changes else recipe
+
+
+def _setting(text: str, as_list: bool):
+    def scalar(part: str):
+        low = part.lower()
+        if low in ("none", "null"):
+            return None
+        if low in ("true", "false"):
+            return low == "true"
+        for kind in (int, float):
+            try:
+                return kind(part)
+            except ValueError:
+                pass
+        return part
+    if as_list:
+        return tuple(scalar(p.strip()) for p in text.split(",") if p.strip())
+    return scalar(text)
 
 
 def _model_options(name: str, recipe) -> dict:
