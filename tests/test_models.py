@@ -68,6 +68,7 @@ def test_params_match_paper(name):
     )
 
 
+@pytest.mark.filterwarnings("ignore:The default weight initialization of GoogleNet:FutureWarning")
 @pytest.mark.parametrize("name", TWINS)
 def test_torchvision_twin_loads_strictly_and_agrees(name):
     card = model_card(name)
