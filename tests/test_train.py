@@ -292,3 +292,15 @@ def test_set_overrides_any_recipe_field(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "bad").exists()
+
+
+def test_time_based_checkpoints(tmp_path, monkeypatch):
+    """With save_minutes tiny, a checkpoint follows every mid-epoch step."""
+    import cnnzoo.train.trainer as trainer
+
+    saved = []
+    real = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda path, payload: (saved.append(payload["step"]),
+                                                                           real(path, payload)))
+    train(TrainConfig(**{**SMALL, "epochs": 1}, out=str(tmp_path), save_minutes=1e-9))
+    assert saved[:15] == list(range(1, 16))  # every mid-epoch step; then best and last at the epoch's end

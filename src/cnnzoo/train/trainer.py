@@ -12,7 +12,9 @@ training set and each batch's augmentation, drawn by the loader — or the globa
 optimizer's state, the schedule's state, the position (epoch, next batch) and the epoch's running sums. So a
 run stopped anywhere (Ctrl-C, SIGTERM, or SIGKILL, which loses only the steps since the last checkpoint)
 continues with --resume and ends with the same weights, bit for bit on the same CPU, as a run never stopped.
-Checkpoints are written at the end of every epoch and every `save_every` steps within one.
+Checkpoints are written at the end of every epoch, every `save_every` steps within one, and at the first step
+boundary after `save_minutes` of training without a checkpoint (10 by default: a killed ImageNet-size epoch
+loses minutes, not hours). When a checkpoint is written does not change what is computed.
 
 SIGINT and SIGTERM finish the current step, save last.pt and return with `stopped` set (the CLI exits 130 or
 143). A loss that is not finite stops the run before the step is applied, naming the step; last.pt stays the
@@ -73,7 +75,8 @@ class TrainConfig:
     data_root: str | None = _opt("where datasets live (default: $CNNZOO_DATA or ~/.cache/cnnzoo/data)")
     download: bool = _opt("download the dataset if it is missing", False)
     workers: int = _opt("loader processes for folder datasets", 4)
-    save_every: int = _opt("also checkpoint every N steps within an epoch (0: only at epoch ends)", 0)
+    save_every: int = _opt("also checkpoint every N steps within an epoch (0: by time only)", 0)
+    save_minutes: float = _opt("also checkpoint after this many minutes without one (0: never by time)", 10.0)
     max_steps: int | None = _opt("stop (and save) after this many steps in all; --resume continues")
     quiet: bool = _opt("no progress bar and no per-epoch lines", False)
 
@@ -84,7 +87,8 @@ class TrainConfig:
 
 
 # Settings that may differ when resuming (they do not change what is computed, or they are where to compute it).
-RESUME_KEEPS = ("out", "resume", "device", "data_root", "download", "workers", "save_every", "max_steps", "quiet")
+RESUME_KEEPS = ("out", "resume", "device", "data_root", "download", "workers", "save_every", "save_minutes",
+                "max_steps", "quiet")
 
 
 class TrainingDiverged(RuntimeError):
@@ -235,9 +239,18 @@ def train(config: TrainConfig, console=None) -> RunResult:
                      "input_size": list(card.input_size)},
         }
 
+    last_save = [time.perf_counter()]
+
     def save(position, name: str = "last.pt") -> None:
         if main:
             save_checkpoint(out / name, payload(position))
+        last_save[0] = time.perf_counter()
+
+    def save_due() -> bool:
+        if config.save_every and step % config.save_every == 0:
+            return True
+        # by time: each process decides alone; saving involves no collective (only rank 0 writes)
+        return bool(config.save_minutes) and time.perf_counter() - last_save[0] >= 60 * config.save_minutes
 
     stop = _Stop()
     stopped = None
@@ -293,7 +306,7 @@ def train(config: TrainConfig, console=None) -> RunResult:
                         if position[1] != 0:  # mid-epoch; an epoch end is saved below with its row
                             save(position)
                             break
-                    elif config.save_every and step % config.save_every == 0 and position[1] != 0:
+                    elif position[1] != 0 and save_due():
                         save(position)
             if stopped and position[1] != 0:
                 break
