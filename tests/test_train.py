@@ -106,10 +106,21 @@ def _wait_for_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 12
         time.sleep(0.02)
 
 
+LONG_EPOCHS = 8  # 128 steps: the signal lands long before the end, even on a fast machine
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("long")
+    train(TrainConfig(**{**SMALL, "epochs": LONG_EPOCHS}, out=str(out)))
+    return out
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_killed_run_resumes_exactly(reference, tmp_path, how):
+def test_killed_run_resumes_exactly(long_reference, tmp_path, how):
     out = tmp_path / "run"
-    proc = _cli([*_small_args(out), "--save-every", "3"], tmp_path)
+    args = [*_small_args(out), "--epochs", str(LONG_EPOCHS)]
+    proc = _cli([*args, "--save-every", "3"], tmp_path)
     _wait_for_checkpoint(out / "last.pt", proc)
     proc.send_signal(getattr(signal, how))
     _, err = proc.communicate(timeout=120)
@@ -118,9 +129,9 @@ def test_killed_run_resumes_exactly(reference, tmp_path, how):
     else:
         assert proc.returncode == -signal.SIGKILL
     saved = load_checkpoint(out / "last.pt")
-    assert saved["step"] < 32, "the run finished before it was stopped; nothing was resumed"
-    assert main([*_small_args(out), "--resume", "--quiet"]) == 0
-    assert _same(_weights(reference[0] / "last.pt"), _weights(out / "last.pt"))
+    assert saved["step"] < 16 * LONG_EPOCHS, "the run finished before it was stopped; nothing was resumed"
+    assert main([*args, "--resume", "--quiet"]) == 0
+    assert _same(_weights(long_reference / "last.pt"), _weights(out / "last.pt"))
 
 
 def test_nan_stops_and_names_the_step(tmp_path, capsys):
