@@ -505,29 +505,26 @@ class _Run(TorchDispatchMode):
 
     @staticmethod
     def _swap_in_meta_state(named: list[tuple[str, nn.Module]]) -> list[tuple[dict, str, Tensor]]:
-        """Put meta copies in place of every parameter and buffer (one copy per shared tensor); returns what to
-        put back. Direct dictionary swaps: `torch.func.functional_call` does the same by name, several times
+        """Put meta tensors in place of every parameter and buffer; returns what to put back. Direct dictionary swaps: `torch.func.functional_call` does the same by name, several times
         slower on deep nets."""
-        copies: dict[int, Tensor] = {}
+        copies: dict[tuple, Tensor] = {}  # meta tensors hold no data: one per (shape, dtype, requires_grad)
         undo = []
         for _, m in named:
             for store in (m._parameters, m._buffers):
                 for key, t in store.items():
                     if t is None:
                         continue
-                    copy = copies.get(id(t))
+                    kind = (t.shape, t.dtype, t.requires_grad)
+                    copy = copies.get(kind)
                     if copy is None:  # a plain tensor, as functional_call would pass
-                        copy = copies[id(t)] = torch.empty(t.shape, dtype=t.dtype, device="meta",
-                                                           requires_grad=t.requires_grad)
+                        copy = copies[kind] = torch.empty(t.shape, dtype=t.dtype, device="meta",
+                                                          requires_grad=t.requires_grad)
                     undo.append((store, key, t))
                     store[key] = copy
         return undo
 
     # --- module hooks -----------------------------------------------------------------------------------------
-    def _pre(self, module, args):
-        entry = self.paths.get(id(module))
-        if entry is None:
-            return
+    def _pre(self, entry, args):
         path, leaf, type_name, owns, layer_class = entry
         rec = None
         if leaf or owns:
@@ -537,15 +534,13 @@ class _Run(TorchDispatchMode):
             rec.input_shape = tuple(t.shape) if t is not None else None
         self.stack.append((path, leaf, rec, args))
 
-    def _post(self, module, args, output):
-        entry = self.paths.get(id(module))
-        if entry is None or not self.stack:
-            return
+    def _post(self, args, output, single_op: bool):
         path, leaf, rec, _ = self.stack.pop()
-        for t in _tensors(args):  # Python holds a module's arguments until its forward returns
-            live = self.live.get(t.untyped_storage()._cdata)
-            if live is not None:
-                live[2] = max(live[2], self.step)
+        if not single_op:  # a formula's one op marks its input's last use itself
+            for t in _tensors(args):  # Python holds a module's arguments until its forward returns
+                live = self.live.get(t.untyped_storage()._cdata)
+                if live is not None:
+                    live[2] = max(live[2], self.step)
         t = _first(output)
         shape = tuple(t.shape) if t is not None else None
         info = self.info.get(id(t)) if t is not None else None
@@ -696,15 +691,15 @@ class _Run(TorchDispatchMode):
             own = m.__dict__.get("forward", _MISSING)
             formula = _FAST.get(type(m)) if self.fast and own is _MISSING else None
             forward = functools.partial(formula, self, m) if formula is not None else m.forward
-            m.__dict__["forward"] = functools.partial(self._call, m, forward)  # what Module.__setattr__ would
-            # do for a value that is no parameter, buffer or module, without its checks
+            m.__dict__["forward"] = functools.partial(self._call, self.paths[id(m)], forward, formula is not None)
+            # (what Module.__setattr__ would do for a value that is no parameter, buffer or module, minus its checks)
             undo.append((m, own))
         return undo
 
-    def _call(self, module: nn.Module, forward, *args, **kwargs):
-        self._pre(module, args)
+    def _call(self, entry: tuple, forward, single_op: bool, *args, **kwargs):
+        self._pre(entry, args)
         out = forward(*args, **kwargs)
-        self._post(module, args, out)
+        self._post(args, out, single_op)
         return out
 
     def _empty(self, shape, like: Tensor, grad: bool) -> Tensor:
