@@ -162,7 +162,7 @@ def _add_train_parsers(sub) -> None:
                                    "exactly; writes config.json, metrics.csv, checkpoints and curves to one folder.",
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     types = {"epochs": _count(1), "batch_size": _count(1), "lr": _positive_float, "momentum": _fraction,
-             "weight_decay": _non_negative_float, "seed": _count(0), "workers": _count(0), "save_every": _count(0), "save_minutes": _non_negative_float,
+             "weight_decay": _non_negative_float, "seed": _count(0), "workers": _count(0), "save_every": _count(0), "save_minutes": _non_negative_float, "val_split": _fraction,
              "max_steps": _count(1)}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")

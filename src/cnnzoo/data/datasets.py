@@ -412,3 +412,31 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
                           align_corners=False)
         out[i:i + step] = x.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def hold_out(data, fraction: float):
+    """(rest, held): a fixed, stratified `fraction` of each class of a training split held out for validation.
+
+    The choice depends on the data only (a generator seeded with 0), not on a run's seed, so runs with different
+    seeds are compared on the same held-out images. Works on in-memory and folder splits alike.
+    """
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction!r}")
+    labels = data.labels
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    shuffle = torch.Generator().manual_seed(0)
+    for c in range(len(data.classes)):
+        where = (labels == c).nonzero().squeeze(1)
+        where = where[torch.randperm(len(where), generator=shuffle)]
+        held[where[:int(round(fraction * len(where)))]] = True
+    if not held.any() or held.all():
+        raise ValueError(f"{data.name}: holding out {fraction:g} of {len(labels)} images leaves "
+                         f"{'nothing to validate on' if not held.any() else 'nothing to train on'}")
+
+    def take(mask: torch.Tensor, split: str):
+        index = mask.nonzero().squeeze(1)
+        if hasattr(data, "images"):
+            return replace(data, images=data.images[index], labels=labels[index], split=split)
+        return replace(data, files=tuple(data.files[i] for i in index.tolist()), labels=labels[index], split=split)
+
+    return take(~held, data.split), take(held, "val")

@@ -75,6 +75,9 @@ class TrainConfig:
     data_root: str | None = _opt("where datasets live (default: $CNNZOO_DATA or ~/.cache/cnnzoo/data)")
     download: bool = _opt("download the dataset if it is missing", False)
     workers: int = _opt("loader processes for folder datasets", 4)
+    val_split: float = _opt("hold out this fraction of the training split to validate on each epoch (and to pick "
+                            "best.pt); the test split is then evaluated once, at the end (0: validate on the test "
+                            "split)", 0.0)
     save_every: int = _opt("also checkpoint every N steps within an epoch (0: by time only)", 0)
     save_minutes: float = _opt("also checkpoint after this many minutes without one (0: never by time)", 10.0)
     max_steps: int | None = _opt("stop (and save) after this many steps in all; --resume continues")
@@ -103,6 +106,7 @@ class RunResult:
     history: list[dict]
     stopped: str | None = None  # "SIGINT", "SIGTERM" or "max_steps" when the run ended early
     best_top1_err: float | None = None
+    test: dict | None = None  # with a held-out validation split: the test split's errors after the last epoch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,7 +180,7 @@ def train(config: TrainConfig, console=None) -> RunResult:
     if recipe.batch_size % ddp.world_size:
         raise ValueError(f"batch size {recipe.batch_size} does not split evenly over {ddp.world_size} processes")
     train_data, test_data, loaders = _data(config, card, recipe, device, ddp)
-    train_loader, test_loader = loaders
+    train_loader, val_loader, test_loader = loaders
     num_classes = len(train_data.classes)
     model_options = {"num_classes": num_classes, **_model_options(card.name, recipe)}
 
@@ -312,7 +316,7 @@ def train(config: TrainConfig, console=None) -> RunResult:
                 break
             seconds = time.perf_counter() - began
             totals = ddp.sum([running["loss"], running["top1"], running["top5"], running["seen"]], device)
-            probs, labels = predict(net, test_loader, amp=config.amp)
+            probs, labels = predict(net, val_loader, amp=config.amp)
             val = _gather_errors(probs, labels, ddp, device)
             row = {
                 "epoch": epoch + 1, "step": step, "lr": schedule.lr(epoch, steps_per_epoch - 1),
@@ -339,12 +343,19 @@ def train(config: TrainConfig, console=None) -> RunResult:
             log.epoch(row, recipe.epochs)
             if stopped:
                 break
+    test = None
+    if config.val_split and not stopped and history:  # the held-out images chose best.pt; the test split judges
+        probs, labels = predict(net, test_loader, amp=config.amp)
+        top1, top5 = _gather_errors(probs, labels, ddp, device)
+        test = {"epoch": len(history), "test_top1_err": 100 * top1, "test_top5_err": 100 * top5}
     if main:
         _plot_curves(out / "curves.png", history)
+        if test is not None:
+            atomic_write_text(out / "test.json", json.dumps(test, indent=2) + "\n")
     if writer is not None:
         writer.close()
     result = RunResult(out=out, epochs_done=len(history), step=step, history=history, stopped=stopped,
-                       best_top1_err=best)
+                       best_top1_err=best, test=test)
     log.finish(result)
     ddp.barrier()
     return result
@@ -367,7 +378,7 @@ def _resumed_config(given: TrainConfig, stored: dict, out: Path) -> TrainConfig:
     return config
 
 
-def apply_settings(recipe, settings) -> "Recipe":  # noqa: F821  (cnnzoo.train.recipes.Recipe)
+def apply_settings(recipe, settings):
     """The recipe with KEY=VALUE changes: numbers, true/false, none, comma-separated lists for the list fields,
     `schedule.FIELD=...` for the schedule's fields. The recipe validates names and values."""
     changes: dict = {}
@@ -412,13 +423,16 @@ def _model_options(name: str, recipe) -> dict:
 
 
 def _data(config, card, recipe, device, ddp):
-    from cnnzoo.data import Augment, fit, load_dataset, make_loader
+    from cnnzoo.data import Augment, fit, hold_out, load_dataset, make_loader
 
     root = config.data_root
     train_data = load_dataset(config.data, "train", root=root, download=config.download)
     test_data = load_dataset(config.data, "test", root=root, download=config.download)
     if len(train_data.classes) < 2:
         raise ValueError(f"{config.data} has {len(train_data.classes)} class; training needs at least 2")
+    val_data = None
+    if config.val_split:
+        train_data, val_data = hold_out(train_data, config.val_split)
     mode = _fit_mode(train_data, card.input_size)
     train_data = fit(train_data, card.input_size, mode=mode)
     test_data = fit(test_data, card.input_size, mode=mode)
@@ -431,7 +445,10 @@ def _data(config, card, recipe, device, ddp):
                   num_workers=config.workers, seed=config.seed)
     train_loader = make_loader(train_data, per_process, train=True, augment=augment, **common)
     test_loader = make_loader(test_data, max(per_process, 256), train=False, augment=None, drop_last=False, **common)
-    return train_data, test_data, (train_loader, test_loader)
+    val_loader = test_loader if val_data is None else make_loader(
+        fit(val_data, card.input_size, mode=mode), max(per_process, 256), train=False, augment=None, drop_last=False,
+        **common)
+    return train_data, test_data, (train_loader, val_loader, test_loader)
 
 
 def _fit_mode(data, input_size) -> str:
@@ -603,5 +620,7 @@ class _Console:
                                highlight=False)
         else:
             best = f"; best val top-1 error {result.best_top1_err:.2f}%" if result.best_top1_err is not None else ""
-            self.console.print(f"done: {result.epochs_done} epochs, {result.step} steps{best}; {result.out}",
+            test = (f"; test top-1 error {result.test['test_top1_err']:.2f}%, top-5 {result.test['test_top5_err']:.2f}%"
+                    f" (last epoch)" if result.test else "")
+            self.console.print(f"done: {result.epochs_done} epochs, {result.step} steps{best}{test}; {result.out}",
                                highlight=False)
