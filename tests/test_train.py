@@ -337,3 +337,25 @@ def test_held_out_validation_split(tmp_path, capsys):
     assert result.test is not None and json.loads((tmp_path / "run" / "test.json").read_text()) == result.test
     assert main([*_small_args(tmp_path / "bad"), "--val-split", "1", "--quiet"]) == 2
     assert "expected a number in [0, 1)" in capsys.readouterr().err
+
+
+def test_missing_optional_package_is_one_line(tmp_path, capsys, monkeypatch):
+    import cnnzoo.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "_sklearn_origin", lambda: None)  # as if scikit-learn were not installed
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "lenet5", "--data", "digits", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'cnnzoo[digits]'" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_mode_pads_near_sizes_and_resizes_the_rest():
+    from cnnzoo.data import ImageData, fit_mode
+
+    def data(side):
+        return ImageData(torch.zeros(2, 1, side, side, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), ("a",),
+                         "x", "train", (0.5,), (0.5,))
+
+    assert fit_mode(data(28), (1, 32, 32)) == "pad"  # MNIST into LeNet-5's field
+    assert [fit_mode(data(s), (1, 32, 32)) for s in (8, 24, 40)] == ["resize"] * 3

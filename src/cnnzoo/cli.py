@@ -218,21 +218,14 @@ def _input_size(text: str) -> tuple[int, int, int]:
 
 
 def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {text!r}")
-        return value
-    return parse
+    return _number(f"an integer of at least {minimum}", lambda v: v >= minimum, convert=int)
 
 
-def _number(kind: str, ok):
-    def parse(text: str) -> float:
+def _number(kind: str, ok, convert=float):
+    """An argparse type: `convert` the text and check it with `ok`; else say what was expected."""
+    def parse(text: str):
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
             value = None
         if value is None or not math.isfinite(value) or not ok(value):
@@ -256,12 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     except _training_failure() as err:
         print(f"cnnzoo {args.command}: {err}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+    except (ValueError, TypeError, KeyError, ImportError) as err:  # ImportError: an optional extra is missing
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"cnnzoo {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `cnnzoo list | head`
         sys.stderr.close()
+    except OSError as err:  # a missing file, a folder that cannot be written, a full disk
+        print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
+        print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

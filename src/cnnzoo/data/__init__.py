@@ -8,9 +8,9 @@
 """
 
 from cnnzoo.data.augment import AUGMENTATIONS, Augment, center_crop, flip, ten_crop
-from cnnzoo.data.datasets import DATASETS, ImageData, default_root, fit, hold_out, load_dataset
+from cnnzoo.data.datasets import DATASETS, ImageData, default_root, fit, fit_mode, hold_out, load_dataset
 from cnnzoo.data.folder import FolderData
 from cnnzoo.data.loader import BatchLoader, StreamLoader, make_loader
 
 __all__ = ["AUGMENTATIONS", "Augment", "BatchLoader", "DATASETS", "FolderData", "ImageData", "StreamLoader",
-           "center_crop", "default_root", "fit", "flip", "hold_out", "load_dataset", "make_loader", "ten_crop"]
+           "center_crop", "default_root", "fit", "fit_mode", "flip", "hold_out", "load_dataset", "make_loader", "ten_crop"]

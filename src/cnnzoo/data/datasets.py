@@ -440,3 +440,13 @@ def hold_out(data, fraction: float):
         return replace(data, files=tuple(data.files[i] for i in index.tolist()), labels=labels[index], split=split)
 
     return take(~held, data.split), take(held, "val")
+
+
+def fit_mode(data, input_size) -> str:
+    """Pad images that are nearly the model's size (MNIST's 28x28 digits into LeNet-5's 32x32 field, as the paper
+    centres them); resize the rest (8x8 digits, 32x32 images for a 224x224 net)."""
+    if not hasattr(data, "images"):
+        return "resize"
+    h, w = data.images.shape[-2:]
+    H, W = input_size[1:]
+    return "pad" if h <= H and w <= W and h >= 0.8 * H and w >= 0.8 * W else "resize"

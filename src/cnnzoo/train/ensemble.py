@@ -9,7 +9,7 @@ import torch
 
 from cnnzoo.train.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnzoo.train.evaluate import TEN_CROP_LOAD, errors, predict
-from cnnzoo.train.trainer import _fit_mode, resolve_device
+from cnnzoo.train.trainer import resolve_device
 
 __all__ = ["evaluate_checkpoints"]
 
@@ -17,7 +17,7 @@ __all__ = ["evaluate_checkpoints"]
 def evaluate_checkpoints(paths: list[str], data: str, *, tta: str = "none", batch_size: int = 256,
                          device: str = "auto", data_root: str | None = None, download: bool = False) -> dict:
     """Top-1/top-5 error (in percent) of each checkpoint and, for several, of their ensemble."""
-    from cnnzoo.data import fit, load_dataset, make_loader
+    from cnnzoo.data import fit, fit_mode, load_dataset, make_loader
     from cnnzoo.registry import model_card
 
     target = resolve_device(device)
@@ -37,7 +37,7 @@ def evaluate_checkpoints(paths: list[str], data: str, *, tta: str = "none", batc
         model = model_from_checkpoint(payload, device=target)
         c, h, w = payload.get("data", {}).get("input_size") or card.input_size
         load = (c, math.ceil(h * TEN_CROP_LOAD), math.ceil(w * TEN_CROP_LOAD)) if tta == "ten-crop" else (c, h, w)
-        fitted = fit(test, load, mode=_fit_mode(test, (c, h, w)))
+        fitted = fit(test, load, mode=fit_mode(test, (c, h, w)))
         norm = payload.get("data", {})
         if norm.get("mean") and norm.get("std"):  # the training set's statistics, as the model was trained
             fitted = dataclasses.replace(fitted, mean=tuple(norm["mean"]), std=tuple(norm["std"]))
@@ -49,12 +49,9 @@ def evaluate_checkpoints(paths: list[str], data: str, *, tta: str = "none", batc
         labels = y
         total = probs if total is None else total + probs
         members.append({"checkpoint": str(path), "model": payload["model"],
-                        "epoch": (payload.get("position") or [None])[0], **_percent(errors(probs, y))})
+                        "epoch": (payload.get("position") or [None])[0], **errors(probs, y).as_percent()})
     report = {"data": data, "tta": tta, "images": int(labels.numel()), "members": members, "ensemble": None}
     if len(members) > 1:
-        report["ensemble"] = _percent(errors(total / len(members), labels))
+        report["ensemble"] = errors(total / len(members), labels).as_percent()
     return report
 
-
-def _percent(e) -> dict:
-    return {"top1_err": 100 * e.top1, "top5_err": 100 * e.top5}

@@ -27,7 +27,7 @@ class Errors:
     count: int
 
     def as_percent(self) -> dict:
-        return {"top1_err": round(100 * self.top1, 4), "top5_err": round(100 * self.top5, 4), "images": self.count}
+        return {"top1_err": 100 * self.top1, "top5_err": 100 * self.top5, "images": self.count}
 
 
 def topk_correct(logits: Tensor, target: Tensor) -> tuple[int, int]:

@@ -423,7 +423,7 @@ def _model_options(name: str, recipe) -> dict:
 
 
 def _data(config, card, recipe, device, ddp):
-    from cnnzoo.data import Augment, fit, hold_out, load_dataset, make_loader
+    from cnnzoo.data import Augment, fit, fit_mode, hold_out, load_dataset, make_loader
 
     root = config.data_root
     train_data = load_dataset(config.data, "train", root=root, download=config.download)
@@ -433,7 +433,7 @@ def _data(config, card, recipe, device, ddp):
     val_data = None
     if config.val_split:
         train_data, val_data = hold_out(train_data, config.val_split)
-    mode = _fit_mode(train_data, card.input_size)
+    mode = fit_mode(train_data, card.input_size)
     train_data = fit(train_data, card.input_size, mode=mode)
     test_data = fit(test_data, card.input_size, mode=mode)
     if recipe.batch_size > len(train_data):
@@ -449,16 +449,6 @@ def _data(config, card, recipe, device, ddp):
         fit(val_data, card.input_size, mode=mode), max(per_process, 256), train=False, augment=None, drop_last=False,
         **common)
     return train_data, test_data, (train_loader, val_loader, test_loader)
-
-
-def _fit_mode(data, input_size) -> str:
-    """Pad images that are nearly the model's size (MNIST's 28x28 digits into LeNet-5's 32x32 field, as the paper
-    centres them); resize the rest (8x8 digits, 32x32 images for a 224x224 net)."""
-    if not hasattr(data, "images"):
-        return "resize"
-    h, w = data.images.shape[-2:]
-    H, W = input_size[1:]
-    return "pad" if h <= H and w <= W and h >= 0.8 * H and w >= 0.8 * W else "resize"
 
 
 def _optimizer(model: nn.Module, recipe) -> torch.optim.Optimizer:
