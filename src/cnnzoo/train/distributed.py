@@ -28,6 +28,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    owned: bool = False  # this object joined the process group (and so leaves it in close())
 
     @property
     def enabled(self) -> bool:
@@ -44,12 +45,13 @@ class Distributed:
         if world <= 1:
             return cls()
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        if not dist.is_initialized():
+        owned = not dist.is_initialized()
+        if owned:
             backend = "nccl" if device_type == "cuda" else "gloo"
             if device_type == "cuda":
                 torch.cuda.set_device(local)
             dist.init_process_group(backend=backend)
-        return cls(rank=rank, local_rank=local, world_size=world)
+        return cls(rank=rank, local_rank=local, world_size=world, owned=owned)
 
     def device(self, device: torch.device) -> torch.device:
         """This process's device: its own GPU under CUDA."""
@@ -72,5 +74,6 @@ class Distributed:
             dist.barrier()
 
     def close(self) -> None:
-        if self.enabled and dist.is_initialized():
+        """Leave the process group if `from_env` joined it (a caller's own group is the caller's to close)."""
+        if self.owned and dist.is_initialized():
             dist.destroy_process_group()

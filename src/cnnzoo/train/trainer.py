@@ -358,6 +358,7 @@ def train(config: TrainConfig, console=None) -> RunResult:
                        best_top1_err=best, test=test)
     log.finish(result)
     ddp.barrier()
+    ddp.close()
     return result
 
 
