@@ -2,6 +2,7 @@
 
 from cnnzoo.analysis.compare import CompareRow, compare
 from cnnzoo.analysis.counting import count_params
-from cnnzoo.analysis.profile import LayerRecord, Profile, ProfileError, profile
+from cnnzoo.analysis.profile import LayerRecord, Profile, ProfileError, SizeError, profile
 
-__all__ = ["compare", "CompareRow", "count_params", "profile", "Profile", "LayerRecord", "ProfileError"]
+__all__ = ["compare", "CompareRow", "count_params", "profile", "Profile", "LayerRecord", "ProfileError",
+           "SizeError"]

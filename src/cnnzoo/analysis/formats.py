@@ -161,7 +161,7 @@ def _si(n: float) -> str:
 
 
 def _bytes(n: float) -> str:
-    for unit, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+    for unit, suffix in ((2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
         if n >= unit:
             return f"{n / unit:.3g} {suffix}"
     return f"{n:g} B"

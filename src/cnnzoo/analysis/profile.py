@@ -42,6 +42,10 @@ Conventions (all figures are for the whole batch, in the mode profiled):
   jump * s, start + ((k-1)/2*d - p) * jump. Where tensors meet (add, cat, stack) the field is the largest of
   the inputs, None when their jumps differ; a global pool or a flatten covers the whole input map; strided
   slicing multiplies the jump and padding shifts the start. A record reports the larger axis.
+- Sizes: no tensor of the pass may hold more than 2**63 - 1 bytes (PyTorch keeps sizes as int64). The input is
+  checked before torch sees its sizes, every other tensor as the pass makes it; beyond the limit `profile` raises
+  a `SizeError` naming the tensor and the largest batch that fits. The model's own input check runs after a
+  failed pass (for its message), not before it: it probes the size with a forward of its own.
 """
 
 from __future__ import annotations
@@ -62,11 +66,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from cnnzoo.analysis.counting import NORM_LAYERS
 from cnnzoo.checks import InputCheck
 
-__all__ = ["profile", "Profile", "LayerRecord", "ProfileError", "OP_CLASSES"]
+__all__ = ["profile", "Profile", "LayerRecord", "ProfileError", "SizeError", "OP_CLASSES", "MAX_TENSOR_BYTES"]
 
 OP_CLASSES = ("convolution", "linear", "normalisation", "pooling", "activation", "elementwise")
 MODES = ("train", "eval")
 
+MAX_TENSOR_BYTES = 2**63 - 1  # PyTorch keeps a tensor's size in bytes as an int64: no tensor holds more
 _MISSING = object()
 _UNKNOWN_AXIS = (None, None, None)
 _INPUT_INFO = ((1, 1, 0.5), (1, 1, 0.5))  # (receptive field, jump, start) per spatial axis (height, width)
@@ -241,6 +246,40 @@ class ProfileError(RuntimeError):
         self.input_shapes = input_shapes
 
 
+class SizeError(ValueError):
+    """A batch or input size too large to profile or to run: says what is too large, the limit, and which
+    arguments to change. The message names Python's arguments (`batch_size=`); `worded(spell)` gives it in
+    another interface's terms (the CLI's `--batch`)."""
+
+    def __init__(self, *parts):
+        self.parts = parts  # text, and (argument, value or None) pairs; argument is "batch" or "input"
+        super().__init__(self.worded(python_argument))
+
+    def worded(self, spell) -> str:
+        """The message with each argument written by `spell(argument, value)`."""
+        return "".join(p if isinstance(p, str) else spell(*p) for p in self.parts)
+
+
+def python_argument(argument: str, value=None) -> str:
+    """How the Python API spells an argument of a SizeError: batch_size=8, input_size=(3, 64, 64)."""
+    name = {"batch": "batch_size", "input": "input_size"}[argument]
+    return f"{name}=" if value is None else f"{name}={value!r}"
+
+
+class _TooLarge(Exception):
+    """Raised inside a run where a tensor would pass MAX_TENSOR_BYTES; `profile` turns it into a SizeError."""
+
+    def __init__(self, shape: tuple[int, ...] | None, dtype: torch.dtype | None, detail: str = ""):
+        super().__init__(detail or f"{shape}")
+        self.shape, self.dtype, self.detail = shape, dtype, detail
+        self.where = "the input"
+
+
+def _check_fits(shape, dtype: torch.dtype) -> None:
+    if math.prod(shape) * dtype.itemsize > MAX_TENSOR_BYTES:
+        raise _TooLarge(tuple(shape), dtype)
+
+
 def profile(model_or_name: nn.Module | str, input_size: tuple[int, int, int] | None = None, batch_size: int = 1,
             mode: str = "eval", measure: bool = False) -> Profile:
     """Profile a registered model (by name, built on the meta device) or any `nn.Module`, on the meta device.
@@ -253,6 +292,11 @@ def profile(model_or_name: nn.Module | str, input_size: tuple[int, int, int] | N
             what backward keeps).
         measure: also run one inference pass for real (a model given by name is built on the CPU) and set
             `measured_peak_bytes` beside the estimate `inference_peak_bytes` (see `cnnzoo.analysis.measure`).
+
+    Raises:
+        SizeError (a ValueError): a tensor of the pass would hold more than `MAX_TENSOR_BYTES` (PyTorch's sizes
+            are int64), or, with `measure`, the estimated peak is more than the device has available; it names
+            the largest `batch_size=` that fits, or asks for a smaller `input_size=`.
     """
     with _gc_paused():
         return _profile(model_or_name, input_size, batch_size, mode, measure)
@@ -292,11 +336,16 @@ def _profile(model_or_name, input_size, batch_size, mode, measure) -> Profile:
     if measure and mode != "eval":
         raise ValueError("measure compares the peak of an inference pass; profile with mode='eval'")
     input_size = _input_size(model, input_size)
-    result = _Run(model, name, real, input_size, batch_size, mode).run()
+    try:
+        result = _Run(model, name, real, input_size, batch_size, mode).run()
+    except _TooLarge as err:
+        raise _size_error(err, model, name, real, input_size, batch_size, mode) from None
     if measure:
-        from cnnzoo.analysis.measure import measured_inference_peak
+        from cnnzoo.analysis.measure import measured_inference_peak, refuse_beyond_memory
         from cnnzoo.registry import create_model
 
+        first = next(model.parameters(), None) if real else None
+        refuse_beyond_memory(result, first.device if first is not None else torch.device("cpu"))
         with torch.random.fork_rng(devices=[]):  # building and the random input leave the caller's RNG alone
             target = model if real else create_model(name)
             check = _input_check(target)
@@ -304,6 +353,39 @@ def _profile(model_or_name, input_size, batch_size, mode, measure) -> Profile:
                 peak = measured_inference_peak(target, input_size, batch_size)
         result = dataclasses.replace(result, measured_peak_bytes=peak)
     return result
+
+
+def _size_error(err: _TooLarge, model, name, real, input_size, batch_size, mode) -> SizeError:
+    """Say which tensor passes the limit, and the largest batch that keeps every tensor of the pass under it
+    (found from a pass at batch 1: activations grow with the batch)."""
+    limit = "more than a tensor can hold (2**63 - 1 bytes: PyTorch's sizes are int64)"
+    largest = None
+    if batch_size > 1:
+        one = _Run(model, name, real, input_size, 1, mode)
+        try:
+            one.run()
+            largest = max(entry[0] for entry in one.live.values())
+        except _TooLarge as at_one:
+            err, batch_size = at_one, 1
+        except ProfileError:  # the pass fails at batch 1 for another reason (batch norm in training): no advice
+            pass
+    c, h, w = input_size
+    if batch_size == 1:
+        return SizeError(f"{name}: ", ("input", input_size), f" is too large at any batch: {_overflow(err)}, "
+                         f"{limit}; use a smaller ", ("input", None))
+    if largest is None:
+        return SizeError(f"{name}: ", ("batch", batch_size), f" is too large for input {c}x{h}x{w}: "
+                         f"{_overflow(err)}, {limit}; use a smaller ", ("batch", None), " or ", ("input", None))
+    return SizeError(f"{name}: ", ("batch", batch_size), f" is too large for input {c}x{h}x{w}: {_overflow(err)}, "
+                     f"{limit}; use ", ("batch", MAX_TENSOR_BYTES // largest), " or less")
+
+
+def _overflow(err: _TooLarge) -> str:
+    if err.shape is None:
+        return f"{err.where} would make a tensor that does not fit ({err.detail})"
+    nbytes = math.prod(err.shape) * err.dtype.itemsize
+    return (f"{err.where} would make a {'x'.join(map(str, err.shape))} {str(err.dtype).replace('torch.', '')} "
+            f"tensor ({nbytes:.3g} bytes)")
 
 
 class _SkipInit(TorchFunctionMode):
@@ -428,6 +510,7 @@ class _Run(TorchDispatchMode):
 
         dtype = next((p.dtype for _, m in named for p in m._parameters.values()
                       if p is not None and p.is_floating_point()), torch.get_default_dtype())
+        _check_fits((self.batch_size, *self.input_size), dtype)  # before torch sees sizes that may not fit int64
         x = torch.empty(self.batch_size, *self.input_size, device="meta", dtype=dtype)
         input_bytes = x.numel() * x.element_size()
 
@@ -437,46 +520,51 @@ class _Run(TorchDispatchMode):
         checks = [h for _, m in named for h in m._forward_pre_hooks.values() if isinstance(h, InputCheck)]
         top = _input_check(model)
         wrapped: list[tuple[nn.Module, object]] = []
-        failure = None
-        try:
-            if top is not None:
-                top(model, (x,))  # the model's own check and message for an input it cannot take
-        except BaseException:
-            for m, training in saved_modes:
-                m.__dict__["training"] = training
-            raise
+        failure = out = None
         undo = []
         try:
-            if self.real:
-                undo = self._swap_in_meta_state(named)
-            for _, m in named:
-                for t in [*m._parameters.values(), *m._buffers.values()]:
-                    if t is not None:
-                        self.state.add(t.untyped_storage()._cdata)
-            self._track_new(x, 0)
-            self.info[id(x)] = _INPUT_INFO
-            wrapped = self._wrap(named)
-            with _suspended(checks), torch.random.fork_rng(devices=[]), \
-                    torch.set_grad_enabled(self.training):
-                torch.manual_seed(0)  # stochastic depth and drop-path draw the same way on every profile
-                with self:
-                    out = model(x)
-            for t in [x, *_tensors(out)]:  # the caller holds the input and the outputs throughout
-                entry = self.live.get(t.untyped_storage()._cdata)
-                if entry is not None:
-                    entry[2] = self.step + 1
-        except Exception as err:  # noqa: BLE001  (re-raised below with the failing layer named)
-            failure = err
+            try:
+                if self.real:
+                    undo = self._swap_in_meta_state(named)
+                for _, m in named:
+                    for t in [*m._parameters.values(), *m._buffers.values()]:
+                        if t is not None:
+                            self.state.add(t.untyped_storage()._cdata)
+                self._track_new(x, 0)
+                self.info[id(x)] = _INPUT_INFO
+                wrapped = self._wrap(named)
+                with _suspended(checks), torch.random.fork_rng(devices=[]), \
+                        torch.set_grad_enabled(self.training):
+                    torch.manual_seed(0)  # stochastic depth and drop-path draw the same way on every profile
+                    with self:
+                        out = model(x)
+                for t in [x, *_tensors(out)]:  # the caller holds the input and the outputs throughout
+                    entry = self.live.get(t.untyped_storage()._cdata)
+                    if entry is not None:
+                        entry[2] = self.step + 1
+            except Exception as err:  # noqa: BLE001  (re-raised below with the failing layer named)
+                failure = err
+            finally:
+                for m, own in wrapped:
+                    if own is _MISSING:
+                        m.__dict__.pop("forward", None)
+                    else:
+                        m.__dict__["forward"] = own
+                for store, key, t in reversed(undo):
+                    store[key] = t
+            # The model's own check, for its message on an input it cannot take; after the pass, not before:
+            # it probes the size with a forward of its own, which would take a tensor too large to exist for
+            # an input that does not fit.
+            if top is not None and not isinstance(failure, _TooLarge) and (
+                    failure is not None or any(t.numel() == 0 for t in _tensors(out))):
+                self._model_check(top, model, x)
         finally:
-            for m, own in wrapped:
-                if own is _MISSING:
-                    m.__dict__.pop("forward", None)
-                else:
-                    m.__dict__["forward"] = own
-            for store, key, t in reversed(undo):
-                store[key] = t
             for m, training in saved_modes:
                 m.__dict__["training"] = training
+        if isinstance(failure, _TooLarge):
+            path = self.stack[-1][0] if self.stack else ""
+            failure.where = f"layer '{path}' ({self.types.get(path, '?')})" if path else "the model"
+            raise failure
 
         # Modules that own parameters but did not run in this mode still carry them (aux heads in eval).
         for _, m in named:
@@ -502,6 +590,15 @@ class _Run(TorchDispatchMode):
             raise ProfileError(f"{self.name}: the forward failed in {where} on input shape(s) {shown}: "
                                f"{type(failure).__name__}: {failure}", result, path, shapes) from failure
         return result
+
+    @staticmethod
+    def _model_check(check: InputCheck, model: nn.Module, x: Tensor) -> None:
+        try:
+            check(model, (x,))
+        except (ValueError, TypeError):
+            raise
+        except RuntimeError:  # its probe (a batch of 2) could not be built: report the pass's own failure
+            pass
 
     @staticmethod
     def _swap_in_meta_state(named: list[tuple[str, nn.Module]]) -> list[tuple[dict, str, Tensor]]:
@@ -569,9 +666,14 @@ class _Run(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         shortcut = _SHORTCUTS.get(func) if self.fast else None
-        out = shortcut(args, kwargs) if shortcut is not None else None
-        if out is None:
-            out = func(*args, **kwargs)
+        try:
+            out = shortcut(args, kwargs) if shortcut is not None else None
+            if out is None:
+                out = func(*args, **kwargs)
+        except RuntimeError as err:  # a meta kernel's "Storage size calculation overflowed"
+            if "overflow" in str(err).lower():
+                raise _TooLarge(None, None, str(err).splitlines()[0]) from err
+            raise
         if not self.quiet:
             self._op(func, args, kwargs, out)
         return out
@@ -703,6 +805,7 @@ class _Run(TorchDispatchMode):
         return out
 
     def _empty(self, shape, like: Tensor, grad: bool) -> Tensor:
+        _check_fits(shape, like.dtype)
         self.quiet = True
         try:
             with torch._C._DisableTorchDispatch():  # not an op of the network; and 40x faster outside the mode
