@@ -16,6 +16,11 @@ block that keeps its pre-activation in a local variable holds it one layer longe
 is the sum of those two allowances: the largest workspace of one convolution and the largest single activation
 of the network; estimate <= measured <= estimate + slack is what a correct estimate satisfies, and
 tests/test_profile.py checks it over the zoo's families.
+
+A pass that clearly cannot fit is refused before anything is allocated: `refuse_beyond_memory(profile, device)`
+raises a `SizeError` when the estimate, a lower bound of the real peak, is more than the device has available
+(`available_memory`: MemAvailable, within the cgroup's limit, on the CPU; free memory and the caching allocator's
+unused blocks on CUDA), and names the largest batch whose estimate plus slack fits.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import sys
 import torch
 from torch import nn
 
-__all__ = ["measured_inference_peak", "measurement_slack"]
+from cnnzoo.analysis.profile import SizeError
+
+__all__ = ["measured_inference_peak", "measurement_slack", "available_memory", "refuse_beyond_memory"]
 
 
 def measured_inference_peak(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1) -> int:
@@ -111,3 +118,71 @@ def measurement_slack(profile) -> int:
         columns = n * per_out_channel * h * w
         workspace = max(workspace, itemsize * (r.params + max(columns, n * c_out * h * w)))
     return workspace + largest
+
+
+def refuse_beyond_memory(profile, device: torch.device) -> None:
+    """Raise a SizeError if the estimated peak of a real inference pass (a lower bound) is more than `device` has
+    available; it names the largest batch whose estimate plus `measurement_slack` fits."""
+    from cnnzoo.analysis.formats import _bytes
+
+    room = available_memory(device)
+    need = profile.inference_peak_bytes
+    if room is None or need <= room[0]:
+        return
+    available, source = room
+    state = profile.param_bytes + profile.buffer_bytes  # the same at any batch; the rest grows with it
+    per_sample = -(-(profile.peak_activation_bytes + measurement_slack(profile)) // profile.batch_size)
+    fits = min((available - state) // per_sample, profile.batch_size - 1) if available > state else 0
+    c, h, w = profile.input_size
+    where = "this machine" if device.type == "cpu" else str(device)
+    head = (f"{profile.model}: measuring runs one real inference pass at ", ("batch", profile.batch_size),
+            f" and input {c}x{h}x{w}, which needs at least {_bytes(need)} (the estimated peak), more than the "
+            f"{_bytes(available)} {where} has available ({source})")
+    if fits >= 1:
+        raise SizeError(*head, "; use ", ("batch", fits), " or less")
+    raise SizeError(*head, "; even a batch of 1 does not fit: use a smaller ", ("input", None))
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """(bytes a real pass on `device` can still allocate, where that figure comes from), or None if unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached, reusable
+        return free + unused, "torch.cuda.mem_get_info"
+    if device.type != "cpu":
+        return None
+    found = None
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next((int(line.split()[1]) for line in f if line.startswith("MemAvailable:")), None)
+        found = None if kib is None else (kib * 1024, "MemAvailable in /proc/meminfo")
+    except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
+        try:
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free pages by os.sysconf"
+        except (AttributeError, ValueError, OSError):
+            return None
+    room = _cgroup_room()
+    return (room, "the memory limit of this process's cgroup") if room is not None and room < found[0] else found
+
+
+def _cgroup_room() -> int | None:
+    """A container's memory limit less its usage (page cache that can be dropped counts as free); None if none."""
+    for limit, usage, cache in (("memory.max", "memory.current", "inactive_file"),  # cgroup v2
+                                ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+                                 "total_inactive_file")):  # v1
+        try:
+            with open(f"/sys/fs/cgroup/{limit}") as f:
+                text = f.read().strip()
+            if text == "max" or int(text) >= 2**62:  # no limit
+                return None
+            with open(f"/sys/fs/cgroup/{usage}") as f:
+                used = int(f.read())
+            stat = os.path.join(os.path.dirname(f"/sys/fs/cgroup/{usage}"), "memory.stat")
+            with open(stat) as f:
+                dropped = next((int(line.split()[1]) for line in f if line.split()[0] == cache), 0)
+            return max(int(text) - used + dropped, 0)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
