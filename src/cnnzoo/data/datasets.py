@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import importlib.util
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -19,9 +20,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cnnzoo.data.augment import Augment
 from cnnzoo.data.formats import read_cifar_pickle, read_idx
 
-__all__ = ["DATASETS", "ImageData", "default_root", "fit", "load_dataset"]
+__all__ = ["DATASETS", "ImageData", "default_root", "fit", "load_dataset", "load_size_for"]
 
 DATASETS = {  # name: one line for `cnnzoo recipes` and error messages
     "digits": "scikit-learn's 1,797 8x8 handwritten digits, 10 classes; test = a fixed random 20% of each class",
@@ -313,24 +315,88 @@ def _read_digits(split: str):
     return images, labels[keep], tuple(str(i) for i in range(10))
 
 
+_FAKE_IMAGES = {"train": 512, "test": 128}
+
+
+def _fake_limit() -> tuple[int, str]:
+    """The most bytes the fake training images may take, and why: a quarter of physical memory (2 GiB if the
+    system does not say how much it has)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = -1
+    if total <= 0:
+        return 2 << 30, "a fixed 2 GiB (the machine's memory is unknown)"
+    return total // 4, f"a quarter of this machine's {_bytes(total)} of memory"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
 def _fake_shape(arg: str) -> str:
-    if not re.fullmatch(r"\d+x\d+x\d+", arg) or any(int(v) < 1 for v in arg.split("x")):
-        raise ValueError(f"fake takes a shape CxHxW such as 'fake:3x32x32', got 'fake:{arg}'")
-    return arg
+    if not re.fullmatch(r"\d+x\d+x\d+", arg):
+        raise ValueError(f"fake takes a shape CxHxW of positive ints such as 'fake:3x32x32', got 'fake:{arg}'")
+    limit, why = _fake_limit()
+    if any(len(v.lstrip("0")) > 18 for v in arg.split("x")):  # int64 sizes would overflow
+        raise ValueError(f"fake:{arg} has a dimension of more than 18 digits, far more than memory holds: the "
+                         f"largest allowed is {_bytes(limit)} of training images ({why}); use a shape such as "
+                         f"'fake:3x32x32'")
+    c, h, w = (int(v) for v in arg.split("x"))
+    if min(c, h, w) < 1:
+        raise ValueError(f"fake takes a shape CxHxW of positive ints such as 'fake:3x32x32', got 'fake:{arg}'")
+    need = _FAKE_IMAGES["train"] * c * h * w  # uint8: one byte per value (Python ints: no overflow)
+    if need > limit:
+        largest = math.isqrt(limit // (_FAKE_IMAGES["train"] * c)) if limit >= _FAKE_IMAGES["train"] * c else 0
+        hint = f"; with {c} channels the largest square is {c}x{largest}x{largest}" if largest else ""
+        raise ValueError(f"fake:{arg} asks for {_FAKE_IMAGES['train']} training images of {c}x{h}x{w} = "
+                         f"{_bytes(need)}, more than the largest allowed, {_bytes(limit)} ({why}){hint}; use a "
+                         f"smaller shape such as 'fake:3x32x32'")
+    return f"{c}x{h}x{w}"
 
 
 def _read_fake(split: str, shape: str):
     """Each class is a fixed random pattern; an image is its class's pattern averaged with uniform noise."""
-    c, h, w = (int(v) for v in shape.split("x"))
-    n = 512 if split == "train" else 128
-    patterns = torch.randint(0, 256, (10, c, h, w), generator=torch.Generator().manual_seed(0))
+    c, h, w = (int(v) for v in _fake_shape(shape).split("x"))
+    n = _FAKE_IMAGES[split]
+    patterns = torch.randint(0, 256, (10, c, h, w), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     g = torch.Generator().manual_seed(1 if split == "train" else 2)
     labels = torch.randint(0, 10, (n,), generator=g)
-    noise = torch.randint(0, 256, (n, c, h, w), generator=g)
-    return ((patterns[labels] + noise) // 2).to(torch.uint8), labels, tuple(str(i) for i in range(10))
+    # uint8 draws are the same numbers as int64 ones; averaging in place, a chunk at a time, keeps the peak near
+    # the images' own size
+    images = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+    starts, step = _chunks(n, c * h * w * 2)
+    for i in starts:
+        chunk = images[i:i + step]
+        chunk.copy_((patterns[labels[i:i + step]].to(torch.int16) + chunk) // 2)
+    return images, labels, tuple(str(i) for i in range(10))
 
 
-def fit(data, input_size: tuple[int, int, int], mode: str = "resize"):
+def load_size_for(augment: Augment | None, size) -> int:
+    """The square an image folder is decoded at for a model input `size` (H, W, or an int) and the training
+    augmentation that will run on it (the same for every split of a run, so that they are cropped alike).
+
+    An augmentation that keeps the size (crop_pad4, crop_pad2, flip, pca_lighting: CIFAR- and MNIST-style
+    recipes) expects images at the input size, so they load at max(H, W). One that crops or resizes to the
+    input (random_crop, random_resized_crop, scale_jitter: `Augment.out_size` is the output, not the input),
+    and no augmentation at all, take loads of 8/7 of it, the ImageNet convention (256 for 224), from which
+    the test split is centre-cropped.
+    """
+    if augment is not None and not isinstance(augment, Augment):
+        raise TypeError(f"augment must be an Augment (Augment.from_names([...])) or None, got "
+                        f"{type(augment).__name__}")
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    larger = round(max(h, w) * 8 / 7)
+    if augment is not None and augment.out_size((larger, larger), (h, w)) == (larger, larger):
+        return max(h, w)
+    return larger
+
+
+def fit(data, input_size: tuple[int, int, int], mode: str = "resize", augment: Augment | None = None):
     """The dataset converted once, at load time, to a model's input size (C, H, W).
 
     Channels: 1 -> 3 repeats the grey channel; 3 -> 1 takes the BT.601 luma (0.299 R + 0.587 G + 0.114 B).
@@ -342,8 +408,11 @@ def fit(data, input_size: tuple[int, int, int], mode: str = "resize"):
     luma-weighted sum of the channel stds, exact for fully correlated channels); padding and resizing keep
     them, as the usual MNIST "Pad(2) then Normalize(0.1307, 0.3081)" recipe does.
 
-    A `FolderData` takes the channels and size; its images are decoded at load_size = size * 8/7 (the
-    ImageNet convention, 256 for 224) and cropped to size, so `mode` does not apply.
+    A `FolderData` takes the channels and size; its images are decoded at `load_size_for(augment, size)`: the
+    input size for a training augmentation that keeps the size (crop_pad4, flip, ...), else size * 8/7 (the
+    ImageNet convention, 256 for 224, also for augment=None), and cropped to size, so `mode` does not apply.
+    Pass every split of a run the training augmentation, so that they load at the same size. In-memory data
+    is converted to the input size whatever the augmentation.
     """
     if not (isinstance(input_size, (tuple, list)) and len(input_size) == 3 and
             all(isinstance(v, int) and v > 0 for v in input_size)):
@@ -353,9 +422,10 @@ def fit(data, input_size: tuple[int, int, int], mode: str = "resize"):
     c, h, w = input_size
     from cnnzoo.data.folder import FolderData
 
+    load_size = load_size_for(augment, (h, w))  # checks augment for either kind of data
     if isinstance(data, FolderData):
         mean, std = _convert_stats(data.mean, data.std, c, data.name)
-        return replace(data, channels=c, size=(h, w), load_size=round(max(h, w) * 8 / 7), mean=mean, std=std)
+        return replace(data, channels=c, size=(h, w), load_size=load_size, mean=mean, std=std)
     if not isinstance(data, ImageData):
         raise TypeError(f"fit() takes an ImageData or FolderData from load_dataset, got {type(data).__name__}")
     mean, std = _convert_stats(data.mean, data.std, c, data.name)
