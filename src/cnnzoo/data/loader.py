@@ -17,12 +17,13 @@ import hashlib
 import math
 import os
 import struct
+import weakref
 
 import torch
 
 from cnnzoo.data.augment import Augment, center_crop, slice_params
 from cnnzoo.data.datasets import ImageData
-from cnnzoo.data.folder import Collate, FolderData, FolderDataset
+from cnnzoo.data.folder import BadImageError, Collate, FolderData, FolderDataset, decode_file
 
 __all__ = ["BatchLoader", "StreamLoader", "make_loader"]
 
@@ -115,10 +116,13 @@ class _Schedule:
         lo, hi = m * self.rank // self.world_size, m * (self.rank + 1) // self.world_size
         return start, m, lo, hi
 
-    def _augment(self, x: torch.Tensor, epoch: int, b: int, m: int, lo: int, hi: int, out) -> torch.Tensor:
-        params = self.augment.draw(m, tuple(x.shape[-2:]), _generator(self.seed, epoch, b), out)
-        params = [{k: v.to(self.device, non_blocking=True) for k, v in p.items()}
-                  for p in slice_params(params, lo, hi)]
+    def _augment(self, x: torch.Tensor, epoch: int, b: int, m: int, lo: int, hi: int, out,
+                 kept: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment this rank's rows lo:hi of global batch b; `kept`: the rows of them x holds (files skipped)."""
+        params = slice_params(self.augment.draw(m, tuple(x.shape[-2:]), _generator(self.seed, epoch, b), out), lo, hi)
+        if kept is not None:  # each kept image gets the parameters it has in the full batch
+            params = [{k: v.index_select(0, kept) for k, v in p.items()} for p in params]
+        params = [{k: v.to(self.device, non_blocking=True) for k, v in p.items()} for p in params]
         return self.augment.apply(x, params, out)
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,10 +180,14 @@ class BatchLoader(_Schedule):
 
 
 class _Sampler(torch.utils.data.Sampler):
-    """The StreamLoader's batch sampler: this rank's index lists from the loader's current position on."""
+    """The StreamLoader's batch sampler: this rank's index lists from the loader's current position on.
+
+    It holds the loader weakly: a cycle (loader -> DataLoader -> sampler -> loader) would leave the loader to the
+    cyclic garbage collector, whose teardown order makes the worker shutdown wait out its 5 s timeouts.
+    """
 
     def __init__(self, loader: StreamLoader):
-        self.loader, self.epoch, self.first = loader, 0, 0
+        self.loader, self.epoch, self.first = weakref.proxy(loader), 0, 0
 
     def __len__(self) -> int:
         return len(self.loader) - self.first
@@ -197,53 +205,129 @@ class StreamLoader(_Schedule):
 
     Same interface and the same exactness as BatchLoader: the order comes from (seed, epoch), the augmentation
     from (seed, epoch, batch), and `set_position` starts the sampler at that batch, decoding none of the
-    skipped files. Workers decode each file to a load_size square; training batches are then augmented (the
-    augmentation must crop to the input size, e.g. random_resized_crop or random_crop), test batches are
-    centre-cropped to it.
+    skipped files. Workers decode each file to a load_size square; training batches are then augmented, test
+    batches centre-cropped to the input size. The augmentation must give the input size from the load size:
+    one that crops (random_crop, random_resized_crop, scale_jitter) from loads larger than the input, one that
+    keeps the size (crop_pad4, flip, ...) from loads at the input size; `fit(data, input_size, augment=augment)`
+    chooses the load size so (`load_size_for`).
+
+    A file that cannot be decoded raises BadImageError (one line: the file and the reason), in a worker or not.
+    With skip_bad_images=True it is dropped from its batch instead, which becomes smaller, and its path is
+    appended to `skipped` (in the order met, each once). Decoding is deterministic, so a resumed run skips the
+    same files in the same batches, and every other image keeps the augmentation it has in the full batch. A
+    training batch (this rank's share of it) whose every file is bad is never yielded empty, as a loss over no
+    images is NaN and distributed ranks must all step: it holds one stand-in instead, the first decodable file
+    after the batch in the epoch's order (wrapping round), with the augmentation of the share's first image;
+    a test batch of bad files only is yielded empty, as a rank's empty share of a short last batch is.
 
     Args:
         num_workers: decoding processes (default min(4, CPU count)); 0 decodes in this process.
+        skip_bad_images: drop undecodable files (recorded in `skipped`) instead of raising BadImageError.
     """
 
     def __init__(self, data: FolderData, batch_size: int, *, train: bool, augment: Augment | None = None,
                  seed: int = 0, device: str | torch.device = "cpu", drop_last: bool | None = None,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int | None = None):
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1, num_workers: int | None = None,
+                 skip_bad_images: bool = False):
         if not isinstance(data, FolderData):
             raise TypeError(f"StreamLoader takes a FolderData (load_dataset('imagefolder:PATH', ...)), got "
                             f"{type(data).__name__}; use BatchLoader for in-memory datasets")
         super().__init__(data, batch_size, train, augment, seed, device, drop_last, channels_last, rank, world_size)
         workers = min(4, os.cpu_count() or 1) if num_workers is None else _check_int("num_workers", num_workers, 0)
+        if not isinstance(skip_bad_images, bool):
+            raise TypeError(f"skip_bad_images must be True or False, got {skip_bad_images!r}")
+        self.skip_bad_images = skip_bad_images
+        self.skipped: list[str] = []  # undecodable files met so far, in order, each once (skip_bad_images=True)
+        self._skipped: set[str] = set()
         self._sampler = _Sampler(self)
-        self._loader = torch.utils.data.DataLoader(
-            FolderDataset(data), batch_sampler=self._sampler, num_workers=workers,
+        self._workers = workers
+        self._loader = self._data_loader()
+
+    def _data_loader(self) -> torch.utils.data.DataLoader:
+        data = self.data
+        return torch.utils.data.DataLoader(
+            FolderDataset(data), batch_sampler=self._sampler, num_workers=self._workers,
             collate_fn=Collate(data.channels, data.load_size), pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0)
+            persistent_workers=self._workers > 0)
 
     def __iter__(self):
         epoch, first = self.epoch, self.batch
-        size = self.data.size
         if first < len(self):
             self._sampler.epoch, self._sampler.first = epoch, first
-            for b, (x, y) in enumerate(self._loader, start=first):
-                _, m, lo, hi = self._rows(b)
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                if self.augment is not None:
-                    x = self._augment(x, epoch, b, m, lo, hi, size)
-                    if tuple(x.shape[-2:]) != size:
-                        raise ValueError(f"the augmentation {list(self.augment.names)} gives {x.shape[-2]}x"
-                                         f"{x.shape[-1]} images from the {self.data.load_size}px loads, but the "
-                                         f"input size is {size[0]}x{size[1]}; start it with random_resized_crop, "
-                                         f"scale_jitter or random_crop")
-                else:
-                    x = center_crop(x, size)
+            failed = None
+            for b, (x, y, kept, bad) in enumerate(self._loader, start=first):
+                try:
+                    x, y = self._batch(x, y, kept, bad, epoch, b)
+                except Exception as e:
+                    failed = e
+                    break
                 self.batch = b + 1
-                yield self._finish(x), y
+                yield x, y
+            if failed is not None:
+                # a fresh DataLoader: the old one's workers stop now, while its queues are intact, rather than
+                # when the garbage collector reaches the traceback's cycle (a 5 s timeout per worker)
+                self._loader = self._data_loader()
+                raise failed
         self.epoch, self.batch = epoch + 1, 0
+
+    def _batch(self, x, y, kept, bad, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch b as decoded by the workers -> on the device, augmented or centre-cropped, normalised."""
+        size = self.data.size
+        _, m, lo, hi = self._rows(b)
+        if bad:
+            x, y, kept = self._bad(bad, x, y, kept, epoch, b)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.augment is None:
+            return self._finish(center_crop(x, size)), y
+        if self.data.load_size == max(size) and size[0] != size[1]:
+            x = center_crop(x, size)  # loads at the input size (a size-keeping augmentation): a non-square input
+        x = self._augment(x, epoch, b, m, lo, hi, size, kept if bad else None)
+        if tuple(x.shape[-2:]) != size:
+            raise ValueError(f"the augmentation {list(self.augment.names)} gives {x.shape[-2]}x{x.shape[-1]} images "
+                             f"from the {self.data.load_size}px loads, but the input size is {size[0]}x{size[1]}; "
+                             f"start it with random_resized_crop, scale_jitter or random_crop, or load the images "
+                             f"at the size the augmentation needs with fit(data, input_size, augment=augment)")
+        return self._finish(x), y
+
+    def _bad(self, bad, x, y, kept, epoch: int, b: int):
+        """Raise the batch's first undecodable file, or record them all and return what is left of the batch."""
+        if not self.skip_bad_images:
+            raise BadImageError(*bad[0])
+        for path, _ in bad:
+            self._skip(path)
+        if len(kept) == 0 and self.train:
+            x, y = self._stand_in(epoch, b)
+            kept = torch.zeros(1, dtype=torch.int64)
+        return x, y, kept
+
+    def _skip(self, path: str) -> None:
+        if path not in self._skipped:
+            self._skipped.add(path)
+            self.skipped.append(path)
+
+    def _stand_in(self, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first decodable file after global batch b in the epoch's order, wrapping round (decoded here)."""
+        order = self._order(epoch)
+        start, m, _, _ = self._rows(b)
+        data = self.data
+        for k in range(self.num_samples):
+            i = (start + m + k) % self.num_samples
+            index = int(order[i]) if order is not None else i
+            try:
+                image = decode_file(data.files[index], data.load_size, data.channels)
+            except BadImageError as e:
+                self._skip(e.path)
+                continue
+            return image.unsqueeze(0), data.labels[index:index + 1].clone()
+        raise ValueError(f"{data.name} {data.split}: none of its {self.num_samples:,} files decodes; the "
+                         f"undecodable files are listed in the loader's `skipped`")
 
 
 def make_loader(data, batch_size: int, **kwargs):
-    """A BatchLoader for an in-memory ImageData, a StreamLoader for a FolderData; same arguments."""
+    """A BatchLoader for an in-memory ImageData, a StreamLoader for a FolderData; same arguments (num_workers and
+    skip_bad_images apply to image folders only: in-memory images are decoded already)."""
     if isinstance(data, FolderData):
         return StreamLoader(data, batch_size, **kwargs)
     kwargs.pop("num_workers", None)
+    kwargs.pop("skip_bad_images", None)
     return BatchLoader(data, batch_size, **kwargs)
