@@ -9,6 +9,7 @@ import json
 import math
 import re
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import torch
@@ -162,7 +163,8 @@ def _add_train_parsers(sub) -> None:
                                    "exactly; writes config.json, metrics.csv, checkpoints and curves to one folder.",
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     types = {"epochs": _count(1), "batch_size": _count(1), "lr": _positive_float, "momentum": _fraction,
-             "weight_decay": _non_negative_float, "seed": _count(0), "workers": _count(0), "save_every": _count(0), "save_minutes": _non_negative_float, "val_split": _fraction,
+             "weight_decay": _non_negative_float, "seed": _count(0, 2**63 - 1), "workers": _count(0),
+             "save_every": _count(0), "save_minutes": _non_negative_float, "val_split": _fraction,
              "max_steps": _count(1)}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -170,16 +172,16 @@ def _add_train_parsers(sub) -> None:
         if f.name == "model":
             p.add_argument("model", help=help_text)
         elif f.name == "recipe":
-            p.add_argument(flag, choices=["paper", "fast"], default=f.default, help=help_text)
+            p.add_argument(flag, choices=["paper", "fast"], default=UNSET, help=help_text + " (default: paper)")
         elif f.name == "nesterov":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=UNSET, help=help_text)
         elif f.name == "settings":
             p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help=help_text)
         elif f.default is False:
-            p.add_argument(flag, action="store_true", help=help_text)
-        else:
-            p.add_argument(flag, type=types.get(f.name, str), default=None if f.default is MISSING else f.default,
-                           required=f.default is MISSING, help=help_text, metavar=f.name.upper())
+            p.add_argument(flag, action="store_true", default=UNSET, help=help_text)
+        else:  # UNSET tells a flag left out from one given with its default value (--resume compares the latter)
+            p.add_argument(flag, type=types.get(f.name, str), default=UNSET, required=f.default is MISSING,
+                           help=help_text, metavar=f.name.upper())
     p.set_defaults(run=_train)
 
     p = sub.add_parser("eval", help="top-1/top-5 error of checkpoints, alone and as an ensemble",
@@ -217,8 +219,20 @@ def _input_size(text: str) -> tuple[int, int, int]:
     return size
 
 
-def _count(minimum: int):
-    return _number(f"an integer of at least {minimum}", lambda v: v >= minimum, convert=int)
+def _count(minimum: int, maximum: int | None = None):
+    if maximum is None:
+        return _number(f"an integer of at least {minimum}", lambda v: v >= minimum, convert=int)
+    return _number(f"an integer from {minimum} to {maximum}", lambda v: minimum <= v <= maximum, convert=int)
+
+
+class _Unset:
+    """The default of a train flag: tells a flag left out from one given with the default's value."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
 
 
 def _number(kind: str, ok, convert=float):
@@ -240,12 +254,49 @@ _fraction = _number("a number in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _remember_interrupts() as interrupted:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version, or a usage error already printed as one line
+            return done.code if isinstance(done.code, int) else 2
+        try:
+            return args.run(args) or 0
+        except BaseException as err:
+            if interrupted() and not isinstance(err, (SystemExit, _training_failure())):
+                # Ctrl-C during start-up: an import can turn the KeyboardInterrupt into another error (Python
+                # wraps exceptions raised in a class body's __set_name__), so the flag, not the type, decides
+                print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
+                return 130
+            return _failure(args, err)
+
+
+@contextmanager
+def _remember_interrupts():
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered; yields a function that tells."""
+    import signal
+    import threading
+
+    seen = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as done:  # --help, --version, or a usage error already printed as one line
-        return done.code if isinstance(done.code, int) else 2
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _failure(args, error: BaseException) -> int:
+    """The exit status for an error of a subcommand, after printing it as one line."""
     try:
-        return args.run(args) or 0
+        raise error
     except _training_failure() as err:
         print(f"cnnzoo {args.command}: {err}", file=sys.stderr)
         return 1
@@ -413,17 +464,27 @@ def _claims(args) -> None:
 
 def _summary(args) -> None:
     from cnnzoo.analysis import formats
-    from cnnzoo.analysis.profile import ProfileError
+    from cnnzoo.analysis.profile import ProfileError, SizeError
+
+    def flag(argument, value=None):  # a SizeError's advice in this interface's terms: --batch 8, --input 3x64x64
+        shown = "" if value is None else " " + ("x".join(map(str, value)) if argument == "input" else str(value))
+        return {"batch": "--batch", "input": "--input"}[argument] + shown
 
     try:
         source = _from_checkpoint(args.name)
+        name, options = source[:2] if source is not None else (args.name, {})
+        channels = options.get("in_chans", cnnzoo.model_card(name).input_size[0])
+        if args.input is not None and args.input[0] != channels:  # the model's own check would advise in_chans=
+            raise ValueError(f"{name} takes {channels} input channel(s), got {flag('input', args.input)}; use "
+                             f"{flag('input', (channels, *args.input[1:]))}")
         target = args.name
         if source is not None:  # the checkpoint's architecture and options (its weights do not change the figures)
-            name, options, _ = source
             target = cnnzoo.create_model(name, **options) if args.measure else _meta_build(name, options)
         result = cnnzoo.profile(target, input_size=args.input, batch_size=args.batch, mode=args.mode,
                                 measure=args.measure)
         error = None
+    except SizeError as err:
+        raise ValueError(err.worded(flag)) from None
     except ProfileError as err:  # show the rows up to the failing layer, then the error
         result, error = err.profile, err
     if args.format == "json":
@@ -526,11 +587,23 @@ def _train(args) -> int:
 
     from cnnzoo.train.trainer import TrainConfig, train
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    from cnnzoo.data import BadImageError
+    from cnnzoo.train.trainer import STOP_STATUS
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    explicit = {name for name, value in given.items() if value is not UNSET and name != "settings"}
+    if given["settings"]:
+        explicit.add("settings")
+    values = {name: value for name, value in given.items() if value is not UNSET}
     values["settings"] = tuple(values["settings"])
     config = TrainConfig(**values)
-    result = train(config, console=_console())
-    return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped, 0)
+    try:
+        result = train(config, console=_console(), explicit=explicit)
+    except BadImageError as err:  # the library's advice names the Python argument; here it is the flag
+        raise ValueError(f"cannot decode {err.path}: {err.reason}; replace or delete the file, or pass "
+                         f"--skip-bad-images to skip undecodable files (listed in the run folder's "
+                         f"skipped_images.txt)") from None
+    return STOP_STATUS.get(result.stopped, 0)
 
 
 def _eval(args) -> None:

@@ -17,7 +17,7 @@ __all__ = ["evaluate_checkpoints"]
 def evaluate_checkpoints(paths: list[str], data: str, *, tta: str = "none", batch_size: int = 256,
                          device: str = "auto", data_root: str | None = None, download: bool = False) -> dict:
     """Top-1/top-5 error (in percent) of each checkpoint and, for several, of their ensemble."""
-    from cnnzoo.data import fit, fit_mode, load_dataset, make_loader
+    from cnnzoo.data import Augment, fit, fit_mode, load_dataset, make_loader
     from cnnzoo.registry import model_card
 
     target = resolve_device(device)
@@ -37,7 +37,9 @@ def evaluate_checkpoints(paths: list[str], data: str, *, tta: str = "none", batc
         model = model_from_checkpoint(payload, device=target)
         c, h, w = payload.get("data", {}).get("input_size") or card.input_size
         load = (c, math.ceil(h * TEN_CROP_LOAD), math.ceil(w * TEN_CROP_LOAD)) if tta == "ten-crop" else (c, h, w)
-        fitted = fit(test, load, mode=fit_mode(test, (c, h, w)))
+        names = (payload.get("recipe") or {}).get("augmentation") or ()
+        augment = Augment.from_names(names, size=(h, w)) if names and tta != "ten-crop" else None
+        fitted = fit(test, load, mode=fit_mode(test, (c, h, w)), augment=augment)  # a folder: the run's load size
         norm = payload.get("data", {})
         if norm.get("mean") and norm.get("std"):  # the training set's statistics, as the model was trained
             fitted = dataclasses.replace(fitted, mean=tuple(norm["mean"]), std=tuple(norm["std"]))

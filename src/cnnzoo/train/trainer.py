@@ -16,9 +16,17 @@ Checkpoints are written at the end of every epoch, every `save_every` steps with
 boundary after `save_minutes` of training without a checkpoint (10 by default: a killed ImageNet-size epoch
 loses minutes, not hours). When a checkpoint is written does not change what is computed.
 
-SIGINT and SIGTERM finish the current step, save last.pt and return with `stopped` set (the CLI exits 130 or
-143). A loss that is not finite stops the run before the step is applied, naming the step; last.pt stays the
-last good checkpoint.
+Safety. The run folder is locked for the run (a second trainer on it is refused with the holder's pid), checked
+writable before the first step, and cleared of a killed writer's temporary files (`cnnzoo.train.runfolder`).
+SIGINT, SIGTERM and SIGHUP finish the current step, save last.pt and return with `stopped` set (the CLI exits
+130, 143 or 129); a second signal does not abandon the save. The training loss is watched (`cnnzoo.train.health`):
+a loss that is not finite, or one that has run far above its starting level for a whole window of steps, stops
+the run before the step is applied, naming the step and the last good checkpoint. A checkpoint is written only
+while the loss is healthy and only with finite weights and optimizer state, so a checkpoint is always one worth
+resuming.
+
+The code reads in phases: `_prepare` (validate and build everything; nothing is written), `_hold_folder` (lock
+the folder), `_loop` (the training loop, on one screen), `_Saver` (checkpoints, metrics, what is known good).
 """
 
 from __future__ import annotations
@@ -38,11 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.train.checkpoint import (atomic_write_text, load_checkpoint, load_model_state, save_checkpoint)
+from cnnzoo.train.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, load_model_state,
+                                     nonfinite_tensors, save_checkpoint)
 from cnnzoo.train.distributed import Distributed
 from cnnzoo.train.evaluate import predict, topk_correct
+from cnnzoo.train.health import Health, TrainingDiverged
+from cnnzoo.train.runfolder import RunFolder, RunFolderError
 
-__all__ = ["TrainConfig", "train", "TrainingDiverged", "RunResult", "resolve_device", "RESUME_KEEPS"]
+__all__ = ["TrainConfig", "train", "TrainingDiverged", "RunResult", "resolve_device", "RESUME_KEEPS", "STOP_STATUS"]
 
 
 def _opt(help: str, default=None, **extra):
@@ -81,6 +92,8 @@ class TrainConfig:
     save_every: int = _opt("also checkpoint every N steps within an epoch (0: by time only)", 0)
     save_minutes: float = _opt("also checkpoint after this many minutes without one (0: never by time)", 10.0)
     max_steps: int | None = _opt("stop (and save) after this many steps in all; --resume continues")
+    skip_bad_images: bool = _opt("image folders: skip files that cannot be decoded (listed in the run folder's "
+                                 "skipped_images.txt) instead of stopping", False)
     quiet: bool = _opt("no progress bar and no per-epoch lines", False)
 
     def overrides(self) -> dict:
@@ -91,11 +104,7 @@ class TrainConfig:
 
 # Settings that may differ when resuming (they do not change what is computed, or they are where to compute it).
 RESUME_KEEPS = ("out", "resume", "device", "data_root", "download", "workers", "save_every", "save_minutes",
-                "max_steps", "quiet")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stopped being a finite number; the message names the step and the last good checkpoint."""
+                "max_steps", "quiet", "skip_bad_images")
 
 
 @dataclass
@@ -104,9 +113,14 @@ class RunResult:
     epochs_done: int
     step: int
     history: list[dict]
-    stopped: str | None = None  # "SIGINT", "SIGTERM" or "max_steps" when the run ended early
+    stopped: str | None = None  # "SIGINT", "SIGTERM", "SIGHUP" or "max_steps" when the run ended early
     best_top1_err: float | None = None
     test: dict | None = None  # with a held-out validation split: the test split's errors after the last epoch
+    saved_step: int | None = None  # the step last.pt holds (None: none written)
+
+
+# exit status of `cnnzoo train` for a run stopped by a signal: 128 + the signal's number, as a shell reports it
+STOP_STATUS = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,10 +138,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _Stop:
-    """SIGINT/SIGTERM set a flag; the loop saves and returns at the next step boundary."""
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) set a flag; the loop saves and returns at the next step.
+
+    Once a stop is under way, further signals do not abandon it: only a second Ctrl-C pressed a second or more
+    after the first, outside a save, stops at once (losing the steps since the last checkpoint). A save itself
+    runs with the signals held back (`quiet`), so nothing interrupts a checkpoint halfway.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.signal: str | None = None
+        self._first = 0.0
+        self._active = False
 
     @contextmanager
     def installed(self):
@@ -136,34 +159,342 @@ class _Stop:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
 
         def handler(signum, frame):
-            if self.signal is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now
-                raise KeyboardInterrupt
-            self.signal = signal.Signals(signum).name
+            name = signal.Signals(signum).name
+            if self.signal is None:
+                self.signal, self._first = name, time.monotonic()
+            elif name == self.signal == "SIGINT" and time.monotonic() - self._first >= 1.0:
+                raise KeyboardInterrupt  # a deliberate second Ctrl-C
 
         for s in previous:
             signal.signal(s, handler)
+        self._active = True
         try:
             yield self
         finally:
+            self._active = False
             for s, h in previous.items():
                 signal.signal(s, h)
 
+    @contextmanager
+    def quiet(self):
+        """Hold the stop signals back for the duration (they are delivered, and set the flag, afterwards)."""
+        if not self._active:
+            yield
+            return
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-def train(config: TrainConfig, console=None) -> RunResult:
-    """Train `config.model` on `config.data` with its recipe; see the module docstring."""
+
+@dataclass
+class _Progress:
+    """Where the run is, and what it has learnt so far: what a checkpoint stores besides the tensors."""
+
+    epoch: int = 0  # the epoch being trained
+    batch: int = 0  # the next batch of that epoch
+    step: int = 0  # optimizer steps taken
+    running: dict = field(default_factory=lambda: dict(_NO_SUMS))  # this epoch's sums so far
+    history: list = field(default_factory=list)  # one row per finished epoch
+    best: float | None = None  # the lowest validation top-1 error so far
+
+
+_NO_SUMS = {"loss": 0.0, "top1": 0, "top5": 0, "seen": 0}
+
+
+@dataclass
+class _Run:
+    """Everything the loop needs; built and validated by `_prepare` before anything is written."""
+
+    config: TrainConfig
+    card: object
+    recipe: object
+    out: Path
+    device: torch.device
+    ddp: Distributed
+    train_data: object
+    test_data: object
+    train_loader: object
+    val_loader: object
+    test_loader: object
+    model_options: dict
+    model: nn.Module
+    net: nn.Module  # the model as trained: compiled and/or wrapped for data parallelism
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    scaler: object
+    health: Health
+    progress: _Progress
+    resumed: dict | None
+    clock: float = 0.0  # perf_counter at the run's (virtual) start: elapsed time carries across resumes
+
+    @property
+    def main(self) -> bool:
+        return self.ddp.is_main
+
+
+def train(config: TrainConfig, console=None, *, explicit: set[str] | None = None) -> RunResult:
+    """Train `config.model` on `config.data` with its recipe; see the module docstring.
+
+    Args:
+        explicit: the config fields the user set (the CLI passes the flags given). On --resume each must agree
+            with the stored run; without it, every field that differs from its default is taken as set.
+    """
+    run = _prepare(config, explicit)
+    log = _Console(console, quiet=run.config.quiet or not run.main)
+    with _hold_folder(run) as folder:
+        if run.main and run.resumed is None:
+            atomic_write_text(run.out / "config.json", json.dumps(_config_record(run), indent=2) + "\n")
+        saver = _Saver(run)
+        stop = _Stop()
+        writer = _tensorboard(run.out) if run.main else None
+        with stop.installed():
+            log.start(run, folder)
+            stopped = _loop(run, stop, saver, log, writer)
+        test = _final_test(run) if run.config.val_split and not stopped and run.progress.history else None
+        if run.main:
+            _plot_curves(run.out / "curves.png", run.progress.history)
+            if test is not None:
+                atomic_write_text(run.out / "test.json", json.dumps(test, indent=2) + "\n")
+            saver.write_skipped()
+        if writer is not None:
+            writer.close()
+    p = run.progress
+    result = RunResult(out=run.out, epochs_done=len(p.history), step=p.step, history=p.history, stopped=stopped,
+                       best_top1_err=p.best, test=test, saved_step=saver.good[0] if saver.good else None)
+    log.finish(result)
+    run.ddp.barrier()
+    run.ddp.close()
+    return result
+
+
+# --- the loop: what a reader must see whole ---------------------------------------------------------------------
+def _loop(run: _Run, stop: _Stop, saver: _Saver, log: _Console, writer) -> str | None:
+    """Train to the recipe's last epoch; return why the run stopped early (a signal, max_steps) or None."""
+    p, steps_per_epoch = run.progress, len(run.train_loader)
+    stopped = None
+    for epoch in range(p.epoch, run.recipe.epochs):
+        if p.batch == 0:
+            p.running = dict(_NO_SUMS)
+        run.train_loader.set_position(epoch, p.batch)
+        run.net.train()
+        began, images = time.perf_counter(), 0
+        with log.progress(epoch, run.recipe.epochs, steps_per_epoch, p.batch) as bar:
+            for batch, (x, y) in enumerate(run.train_loader, start=p.batch):
+                if not len(y):  # every image of the batch was skipped as undecodable: nothing to learn from
+                    p.epoch, p.batch = (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
+                    continue
+                lr = run.schedule.lr(epoch, batch)
+                loss, top1, top5 = _step(run, x, y, lr, where=f"epoch {epoch + 1}, batch {batch + 1} "
+                                                              f"(step {p.step + 1}) with learning rate {lr:g}",
+                                         saver=saver)
+                p.step += 1
+                for key, value in (("loss", loss * len(y)), ("top1", top1), ("top5", top5), ("seen", len(y))):
+                    p.running[key] += value
+                images += len(y) * run.ddp.world_size
+                bar.update(loss=loss, acc=top1 / len(y), lr=lr, speed=images / max(time.perf_counter() - began, 1e-9))
+                p.epoch, p.batch = (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
+                stopped = _stop_reason(run, stop)
+                if p.batch != 0 and (stopped or saver.due()):  # an epoch's end is saved below, with its row
+                    saver.save(stop)
+                if stopped and p.batch != 0:
+                    return stopped
+        row = _end_epoch(run, epoch, time.perf_counter() - began, images)
+        saver.end_epoch(row, stop)
+        if writer is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step"):
+                    writer.add_scalar(key, value, epoch + 1)
+            writer.flush()
+        log.epoch(row, run.recipe.epochs)
+        if stopped:
+            return stopped
+    return None
+
+
+def _step(run: _Run, x, y, lr: float, where: str, saver: _Saver) -> tuple[float, int, int]:
+    """One optimizer step; the loss is checked (finite, not run away) before the step is applied."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(run.device.type, dtype=_amp_dtype(run.device)) if run.config.amp else nullcontext():
+        output = run.net(x)
+        loss = _loss(output, y, run.recipe)
+    value = loss.item()
+    if run.ddp.enabled:  # every process judges the same number, so all stop at the same step
+        value = run.ddp.sum([value], run.device)[0] / run.ddp.world_size
+    run.health.check(value, where, saver.advice())
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    logits = output[0] if isinstance(output, tuple) else output
+    top1, top5 = topk_correct(logits.detach(), y)
+    return value, top1, top5
+
+
+def _stop_reason(run: _Run, stop: _Stop) -> str | None:
+    if run.ddp.any(stop.signal is not None, run.device):
+        return stop.signal or "signal"
+    if run.config.max_steps is not None and run.progress.step >= run.config.max_steps:
+        return "max_steps"
+    return None
+
+
+def _end_epoch(run: _Run, epoch: int, seconds: float, images: int) -> dict:
+    """The epoch's row of metrics.csv: training sums over all processes, then the validation split's errors."""
+    p = run.progress
+    totals = run.ddp.sum([p.running["loss"], p.running["top1"], p.running["top5"], p.running["seen"]], run.device)
+    seen = max(totals[3], 1)
+    probs, labels = predict(run.net, run.val_loader, amp=run.config.amp)
+    val = _gather_errors(probs, labels, run.ddp, run.device)
+    row = {
+        "epoch": epoch + 1, "step": p.step, "lr": run.schedule.lr(epoch, len(run.train_loader) - 1),
+        "train_loss": totals[0] / seen, "train_top1_err": 100 * (1 - totals[1] / seen),
+        "val_top1_err": 100 * val[0], "val_top5_err": 100 * val[1],
+        "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1),
+        "elapsed": round(time.perf_counter() - run.clock, 3),
+    }
+    run.schedule.end_epoch(row)
+    p.history.append(row)
+    return row
+
+
+def _final_test(run: _Run) -> dict:
+    """With a held-out validation split: the test split, evaluated once after the last epoch."""
+    probs, labels = predict(run.net, run.test_loader, amp=run.config.amp)
+    top1, top5 = _gather_errors(probs, labels, run.ddp, run.device)
+    return {"epoch": len(run.progress.history), "test_top1_err": 100 * top1, "test_top5_err": 100 * top5}
+
+
+# --- saving -------------------------------------------------------------------------------------------------------
+class _Saver:
+    """Checkpoints (rank 0 writes), each known to be good before it is written.
+
+    A checkpoint is written only while the run is healthy (`Health.healthy`: no runaway loss in the current
+    window) and only if every weight and optimizer value is finite; otherwise the save is deferred (unhealthy)
+    or the run stops (non-finite). So the checkpoint a failure message names is always one worth resuming.
+    """
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.last_save = time.perf_counter()
+        self.good = None  # (step, epoch) of the last checkpoint known good: written by this run or resumed from
+        if run.resumed is not None:
+            self.good = (run.resumed["step"], run.resumed["position"][0])
+
+    def advice(self) -> str:
+        last = self.run.out / "last.pt"
+        if self.good is None:
+            kept = "No checkpoint was written before it"
+        else:
+            kept = f"The last good checkpoint is {last} (step {self.good[0]}, {self.good[1]} epochs done)"
+        return f"{kept}; try a lower --lr"
+
+    def due(self) -> bool:
+        config, p = self.run.config, self.run.progress
+        if config.save_every and p.step % config.save_every == 0:
+            return True
+        # by time: each process decides alone; saving involves no collective (only rank 0 writes)
+        return bool(config.save_minutes) and time.perf_counter() - self.last_save >= 60 * config.save_minutes
+
+    def save(self, stop: _Stop, name: str = "last.pt", force: bool = False) -> bool:
+        """Write a checkpoint if the run is healthy (or `force`d at the end); return whether it was written."""
+        run = self.run
+        if not (force or run.health.healthy):
+            return False  # deferred: a runaway loss is in the window; the next healthy save catches up
+        if run.main:
+            payload = self._payload()
+            bad = nonfinite_tensors(payload["model_state"]) + nonfinite_tensors(payload["optimizer"]["state"])
+            if bad:
+                raise TrainingDiverged(
+                    f"the weights became NaN or inf by step {run.progress.step} (in {', '.join(bad[:2])}"
+                    f"{f' and {len(bad) - 2} more' if len(bad) > 2 else ''}) although the loss was finite; "
+                    f"nothing was saved. {self.advice()}")
+            with stop.quiet():
+                save_checkpoint(run.out / name, payload)
+                if name == "last.pt":
+                    self.write_skipped()
+        if name == "last.pt":
+            self.good = (run.progress.step, len(run.progress.history))
+        self.last_save = time.perf_counter()
+        return True
+
+    def end_epoch(self, row: dict, stop: _Stop) -> None:
+        run, p = self.run, self.run.progress
+        improved = p.best is None or row["val_top1_err"] < p.best
+        if improved:
+            p.best = row["val_top1_err"]
+        if run.main:
+            _write_metrics(run.out / "metrics.csv", p.history)
+        last = p.epoch >= run.recipe.epochs
+        if improved and run.health.healthy:
+            self.save(stop, "best.pt")
+        self.save(stop, force=last)
+
+    def write_skipped(self) -> None:
+        skipped = getattr(self.run.train_loader, "skipped", None)
+        if self.run.main and skipped:
+            atomic_write_text(self.run.out / "skipped_images.txt", "".join(f"{path}\n" for path in skipped))
+
+    def _payload(self) -> dict:
+        run, p = self.run, self.run.progress
+        device = run.device
+        return {
+            "model": run.card.name, "model_options": run.model_options, "model_state": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "schedule": run.schedule.state_dict(),
+            "position": [p.epoch, p.batch], "step": p.step, "running": dict(p.running), "history": p.history,
+            "best": p.best, "health": run.health.state_dict(),
+            "rng": {"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+            "elapsed": time.perf_counter() - run.clock,
+            "config": asdict(run.config), "recipe": run.recipe.to_dict(), "classes": list(run.train_data.classes),
+            "data": {"mean": list(run.train_data.mean), "std": list(run.train_data.std),
+                     "input_size": list(run.card.input_size)},
+            "skipped_images": list(getattr(run.train_loader, "skipped", None) or []),
+        }
+
+
+@contextmanager
+def _hold_folder(run: _Run):
+    """The run folder, locked by rank 0; every process learns whether that worked (no one waits forever)."""
+    folder, failure = RunFolder(run.out, owner=run.main), None
+    try:
+        folder.__enter__()
+    except BaseException as err:  # noqa: B036 (re-raised below, after the other processes know)
+        failure = err
+    if run.ddp.any(failure is not None, run.device):
+        raise failure if failure is not None else RunFolderError(f"rank 0 could not take the run folder {run.out}")
+    try:
+        yield folder
+    except BaseException as err:
+        folder.__exit__(type(err), err, err.__traceback__)
+        raise
+    folder.__exit__(None, None, None)
+
+
+# --- set-up: everything validated before the run folder is touched -----------------------------------------------
+def _prepare(config: TrainConfig, explicit: set[str] | None) -> _Run:
     from cnnzoo.registry import create_model, model_card
     from cnnzoo.train.recipes import recipe_for
     from cnnzoo.train.schedule import LRSchedule
 
+    _check_config(config)
     device = resolve_device(config.device)
     ddp = Distributed.from_env(device.type)
     device = ddp.device(device)
-    out = Path(config.out) if config.out else Path("runs") / f"{config.model}-{config.data.replace(':', '-').replace('/', '_')}-s{config.seed}"
-
-    # --- everything is validated before the run folder is touched -------------------------------------------
+    out = Path(config.out) if config.out else Path("runs") / (
+        f"{config.model}-{config.data.replace(':', '-').replace('/', '_')}-s{config.seed}")
+    if ddp.is_main:
+        RunFolder.refuse_if_held(out)  # first, before anything slow: the most useful thing to know
     resumed = None
     if config.resume:
         if not config.out:
@@ -172,17 +503,16 @@ def train(config: TrainConfig, console=None) -> RunResult:
         if not last.is_file():
             raise FileNotFoundError(f"nothing to resume in {out}: no last.pt there")
         resumed = load_checkpoint(last)
-        config = _resumed_config(config, resumed["config"], out)
+        config = _resumed_config(config, resumed["config"], out, explicit)
     elif (out / "last.pt").exists():
         raise ValueError(f"{out} holds a run already; pass --resume to continue it, or choose another --out")
     card = model_card(config.model)
     recipe = apply_settings(recipe_for(card.name, config.recipe).override(**config.overrides()), config.settings)
     if recipe.batch_size % ddp.world_size:
         raise ValueError(f"batch size {recipe.batch_size} does not split evenly over {ddp.world_size} processes")
-    train_data, test_data, loaders = _data(config, card, recipe, device, ddp)
-    train_loader, val_loader, test_loader = loaders
-    num_classes = len(train_data.classes)
-    model_options = {"num_classes": num_classes, **_model_options(card.name, recipe)}
+    model_options = {"num_classes": None, **_model_options(card.name, recipe, config.settings)}
+    train_data, test_data, (train_loader, val_loader, test_loader) = _data(config, card, recipe, device, ddp)
+    model_options["num_classes"] = len(train_data.classes)
 
     torch.manual_seed(config.seed)  # the model's initialisation, then its own random draws
     model = create_model(card.name, **model_options)
@@ -195,185 +525,103 @@ def train(config: TrainConfig, console=None) -> RunResult:
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, recipe)
-    steps_per_epoch = len(train_loader)
-    schedule = LRSchedule(recipe, steps_per_epoch)
-    start_epoch, start_batch, step = 0, 0, 0
-    running = {"loss": 0.0, "top1": 0, "top5": 0, "seen": 0}
-    history: list[dict] = []
-    best = None
+    schedule = LRSchedule(recipe, len(train_loader))
+    scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
+    health = Health(len(train_data.classes), window=min(50, max(10, len(train_loader))))
+    progress = _Progress()
     if resumed is not None:
+        _restore(resumed, optimizer, schedule, scaler, health, progress, train_loader, device, out)
+    net = torch.compile(model) if config.compile else model
+    if ddp.enabled:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    run = _Run(config=config, card=card, recipe=recipe, out=out, device=device, ddp=ddp, train_data=train_data,
+               test_data=test_data, train_loader=train_loader, val_loader=val_loader, test_loader=test_loader,
+               model_options=model_options, model=model, net=net, optimizer=optimizer, schedule=schedule,
+               scaler=scaler, health=health, progress=progress, resumed=resumed)
+    run.clock = time.perf_counter() - (resumed.get("elapsed", 0.0) if resumed is not None else 0.0)
+    return run
+
+
+def _restore(resumed, optimizer, schedule, scaler, health, progress, train_loader, device, out) -> None:
+    """The checkpoint's optimizer, schedule, health, position and RNG; a malformed part is named, not traced."""
+    try:
         optimizer.load_state_dict(resumed["optimizer"])
         schedule.load_state_dict(resumed["schedule"])
-        start_epoch, start_batch = resumed["position"]
-        step, history, best = resumed["step"], list(resumed["history"]), resumed["best"]
-        running = dict(resumed["running"])
+        health.load_state_dict(resumed.get("health") or {})
+        if scaler is not None and resumed.get("scaler"):
+            scaler.load_state_dict(resumed["scaler"])
+        progress.epoch, progress.batch = resumed["position"]
+        progress.step, progress.history, progress.best = resumed["step"], list(resumed["history"]), resumed["best"]
+        progress.running = {**_NO_SUMS, **resumed["running"]}
         torch.set_rng_state(resumed["rng"]["cpu"])
         if device.type == "cuda" and resumed["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(resumed["rng"]["cuda"], device)
-    net = model
-    if config.compile:
-        net = torch.compile(net)
-    if ddp.enabled:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+        raise CheckpointError(f"{out / 'last.pt'} cannot be resumed: its training state does not fit this run "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else 'missing'})"
+                              ) from None
+    if hasattr(train_loader, "skipped"):
+        train_loader.skipped = list(resumed.get("skipped_images") or [])
 
-    main = ddp.is_main
-    log = _Console(console, quiet=config.quiet or not main)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        if resumed is None:
-            atomic_write_text(out / "config.json", json.dumps(_config_record(config, recipe, card, model_options,
-                                                                            train_data, ddp), indent=2) + "\n")
-    writer = _tensorboard(out) if main else None
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
-    if scaler is not None and resumed is not None and resumed.get("scaler"):
-        scaler.load_state_dict(resumed["scaler"])
 
-    def payload(position) -> dict:
-        return {
-            "model": card.name, "model_options": model_options, "model_state": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "position": list(position),
-            "step": step, "running": dict(running), "history": history, "best": best,
-            "rng": {"cpu": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "elapsed": time.perf_counter() - clock,
-            "config": asdict(config), "recipe": recipe.to_dict(), "classes": list(train_data.classes),
-            "data": {"mean": list(train_data.mean), "std": list(train_data.std),
-                     "input_size": list(card.input_size)},
-        }
-
-    last_save = [time.perf_counter()]
-
-    def save(position, name: str = "last.pt") -> None:
-        if main:
-            save_checkpoint(out / name, payload(position))
-        last_save[0] = time.perf_counter()
-
-    def save_due() -> bool:
-        if config.save_every and step % config.save_every == 0:
-            return True
-        # by time: each process decides alone; saving involves no collective (only rank 0 writes)
-        return bool(config.save_minutes) and time.perf_counter() - last_save[0] >= 60 * config.save_minutes
-
-    stop = _Stop()
-    stopped = None
-    clock = time.perf_counter() - (resumed.get("elapsed", 0.0) if resumed is not None else 0.0)
-    log.start(config, recipe, card, train_data, test_data, device, ddp, out, resumed is not None)
-    with stop.installed():
-        for epoch in range(start_epoch, recipe.epochs):
-            first = start_batch if epoch == start_epoch else 0
-            if first == 0:
-                running = {"loss": 0.0, "top1": 0, "top5": 0, "seen": 0}
-            train_loader.set_position(epoch, first)
-            net.train()
-            began, images = time.perf_counter(), 0
-            with log.progress(epoch, recipe.epochs, steps_per_epoch, first) as bar:
-                for batch, (x, y) in enumerate(train_loader, start=first):
-                    lr = schedule.lr(epoch, batch)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    with torch.autocast(device.type, dtype=amp_dtype) if config.amp else nullcontext():
-                        output = net(x)
-                        loss = _loss(output, y, recipe)
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(
-                            f"the loss became {value} at epoch {epoch + 1}, batch {batch + 1} (step {step + 1}) "
-                            f"with learning rate {lr:g}; the step was not applied. The last good checkpoint is "
-                            f"{out / 'last.pt'}" + ("" if (out / "last.pt").exists() else " (none written yet)")
-                            + "; try a lower --lr")
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        optimizer.step()
-                    step += 1
-                    logits = output[0] if isinstance(output, tuple) else output
-                    top1, top5 = topk_correct(logits.detach(), y)
-                    running["loss"] += value * y.shape[0]
-                    running["top1"] += top1
-                    running["top5"] += top5
-                    running["seen"] += y.shape[0]
-                    images += y.shape[0] * ddp.world_size
-                    bar.update(loss=value, acc=top1 / y.shape[0], lr=lr,
-                               speed=images / max(time.perf_counter() - began, 1e-9))
-                    position = (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
-                    if ddp.any(stop.signal is not None, device):
-                        stopped = stop.signal or "signal"
-                    elif config.max_steps is not None and step >= config.max_steps:
-                        stopped = "max_steps"
-                    if stopped:
-                        if position[1] != 0:  # mid-epoch; an epoch end is saved below with its row
-                            save(position)
-                            break
-                    elif position[1] != 0 and save_due():
-                        save(position)
-            if stopped and position[1] != 0:
-                break
-            seconds = time.perf_counter() - began
-            totals = ddp.sum([running["loss"], running["top1"], running["top5"], running["seen"]], device)
-            probs, labels = predict(net, val_loader, amp=config.amp)
-            val = _gather_errors(probs, labels, ddp, device)
-            row = {
-                "epoch": epoch + 1, "step": step, "lr": schedule.lr(epoch, steps_per_epoch - 1),
-                "train_loss": totals[0] / totals[3], "train_top1_err": 100 * (1 - totals[1] / totals[3]),
-                "val_top1_err": 100 * val[0], "val_top5_err": 100 * val[1],
-                "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1),
-                "elapsed": round(time.perf_counter() - clock, 3),
-            }
-            schedule.end_epoch(row)
-            history.append(row)
-            improved = best is None or row["val_top1_err"] < best
-            if improved:
-                best = row["val_top1_err"]
-            if main:
-                _write_metrics(out / "metrics.csv", history)
-                if improved:
-                    save((epoch + 1, 0), "best.pt")
-                save((epoch + 1, 0))
-                if writer is not None:
-                    for key, value in row.items():
-                        if key not in ("epoch", "step"):
-                            writer.add_scalar(key, value, epoch + 1)
-                    writer.flush()
-            log.epoch(row, recipe.epochs)
-            if stopped:
-                break
-    test = None
-    if config.val_split and not stopped and history:  # the held-out images chose best.pt; the test split judges
-        probs, labels = predict(net, test_loader, amp=config.amp)
-        top1, top5 = _gather_errors(probs, labels, ddp, device)
-        test = {"epoch": len(history), "test_top1_err": 100 * top1, "test_top5_err": 100 * top5}
-    if main:
-        _plot_curves(out / "curves.png", history)
-        if test is not None:
-            atomic_write_text(out / "test.json", json.dumps(test, indent=2) + "\n")
-    if writer is not None:
-        writer.close()
-    result = RunResult(out=out, epochs_done=len(history), step=step, history=history, stopped=stopped,
-                       best_top1_err=best, test=test)
-    log.finish(result)
-    ddp.barrier()
-    ddp.close()
-    return result
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
 # --- pieces ---------------------------------------------------------------------------------------------------
-def _resumed_config(given: TrainConfig, stored: dict, out: Path) -> TrainConfig:
-    """The stored run's config, with the settings that may change on a resume taken from the command line."""
-    defaults = TrainConfig(model=given.model, data=given.data)
-    differs = [f.name for f in fields(TrainConfig) if f.name not in RESUME_KEEPS
-               and getattr(given, f.name) != getattr(defaults, f.name) and getattr(given, f.name) != stored.get(f.name)]
-    if given.model != stored["model"] or given.data != stored["data"]:
-        differs = ["model" if given.model != stored["model"] else "data", *differs]
+_MAX_SEED = 2**63 - 1
+
+
+def _check_config(config: TrainConfig) -> None:
+    """Types and ranges of the config's own fields (the recipe checks its fields; the CLI's flags check theirs
+    earlier, with the flag names), so the Python API fails as clearly as the CLI."""
+    def whole(name, low, high=None, optional=False):
+        value = getattr(config, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f"of at least {low}"
+            raise ValueError(f"{name} must be an integer {span}, got {value!r}")
+
+    for name in ("model", "data", "recipe", "device"):
+        if not isinstance(getattr(config, name), str):
+            raise ValueError(f"{name} must be a string, got {getattr(config, name)!r}")
+    whole("seed", 0, _MAX_SEED)
+    whole("epochs", 1, optional=True)
+    whole("batch_size", 1, optional=True)
+    whole("max_steps", 1, optional=True)
+    whole("workers", 0)
+    whole("save_every", 0)
+    for name, low, high in (("val_split", 0.0, 1.0), ("save_minutes", 0.0, math.inf)):
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value < high:
+            raise ValueError(f"{name} must be a number in [{low:g}, {high:g}), got {value!r}")
+    if isinstance(config.settings, str) or not all(isinstance(s, str) for s in config.settings):
+        raise ValueError(f"settings must be a sequence of 'KEY=VALUE' strings, got {config.settings!r}")
+
+
+def _resumed_config(given: TrainConfig, stored: dict, out: Path, explicit: set[str] | None) -> TrainConfig:
+    """The stored run's config, with the settings that may change on a resume taken from the command line.
+
+    Every setting the user gave (`explicit`; without it, every one that differs from its default) must agree
+    with the stored run's: `--recipe paper` on a fast run is refused even though paper is the default.
+    """
+    names = {f.name for f in fields(TrainConfig)}
+    if explicit is None:
+        defaults = TrainConfig(model=given.model, data=given.data)
+        explicit = {n for n in names if getattr(given, n) != getattr(defaults, n)}
+
+    def same(a, b):
+        return tuple(a) == tuple(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+
+    differs = [n for n in ("model", "data") if getattr(given, n) != stored.get(n)]
+    differs += sorted(n for n in explicit & names if n not in RESUME_KEEPS and n not in ("model", "data")
+                      and not same(getattr(given, n), stored.get(n)))
     if differs:
+        shown = ", ".join(f"{n} ({getattr(given, n)!r} given, {stored.get(n)!r} in the run)" for n in differs)
         raise ValueError(f"--resume continues the run in {out} as it was configured (see its config.json); "
-                         f"these settings differ: {', '.join(dict.fromkeys(differs))}")
-    config = TrainConfig(**{k: v for k, v in stored.items() if k in {f.name for f in fields(TrainConfig)}})
+                         f"these settings differ: {shown}")
+    config = TrainConfig(**{k: (tuple(v) if k == "settings" else v) for k, v in stored.items() if k in names})
     for key in RESUME_KEEPS:
         setattr(config, key, getattr(given, key))
     return config
@@ -415,11 +663,19 @@ def _setting(text: str, as_list: bool):
     return scalar(text)
 
 
-def _model_options(name: str, recipe) -> dict:
-    """The recipe's settings that are options of the model (dropout, drop-path, survival probability)."""
+def _model_options(name: str, recipe, settings=()) -> dict:
+    """The recipe's settings that are options of the model (dropout, drop-path, survival probability).
+
+    A recipe's own value for an option the model lacks is left out (a family recipe serves several nets); one the
+    user set with --set is refused, naming the options the model has."""
     from cnnzoo.registry import model_options
 
     accepted = model_options(name)
+    given = {s.partition("=")[0].strip().replace("-", "_") for s in settings}
+    refused = sorted(k for k in recipe.model_options() if k in given and k not in accepted)
+    if refused:
+        own = f"its options are: {', '.join(sorted(accepted))}" if accepted else "it has no options of its own"
+        raise ValueError(f"{name} has no option {', '.join(refused)} (given with --set); {own}")
     return {k: v for k, v in recipe.model_options().items() if k in accepted}
 
 
@@ -434,20 +690,22 @@ def _data(config, card, recipe, device, ddp):
     val_data = None
     if config.val_split:
         train_data, val_data = hold_out(train_data, config.val_split)
-    mode = fit_mode(train_data, card.input_size)
-    train_data = fit(train_data, card.input_size, mode=mode)
-    test_data = fit(test_data, card.input_size, mode=mode)
     if recipe.batch_size > len(train_data):
         raise ValueError(f"batch size {recipe.batch_size} is larger than {config.data}'s training set "
                          f"({len(train_data):,} images); pass a smaller --batch-size")
     augment = Augment.from_names(recipe.augmentation, size=card.input_size[1:]) if recipe.augmentation else None
+    mode = fit_mode(train_data, card.input_size)
+    train_data = fit(train_data, card.input_size, mode=mode, augment=augment)  # a folder loads at what it needs
+    test_data = fit(test_data, card.input_size, mode=mode, augment=augment)
     per_process = recipe.batch_size // ddp.world_size
     common = dict(device=device, channels_last=config.channels_last, rank=ddp.rank, world_size=ddp.world_size,
                   num_workers=config.workers, seed=config.seed)
+    if not hasattr(train_data, "images"):  # an image folder: decoded while training
+        common["skip_bad_images"] = config.skip_bad_images
     train_loader = make_loader(train_data, per_process, train=True, augment=augment, **common)
     test_loader = make_loader(test_data, max(per_process, 256), train=False, augment=None, drop_last=False, **common)
     val_loader = test_loader if val_data is None else make_loader(
-        fit(val_data, card.input_size, mode=mode), max(per_process, 256), train=False, augment=None, drop_last=False,
+        fit(val_data, card.input_size, mode=mode, augment=augment), max(per_process, 256), train=False, augment=None, drop_last=False,
         **common)
     return train_data, test_data, (train_loader, val_loader, test_loader)
 
@@ -495,15 +753,15 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _config_record(config, recipe, card, model_options, train_data, ddp) -> dict:
+def _config_record(run: _Run) -> dict:
     import platform
 
     import cnnzoo
 
     return {
-        "config": asdict(config), "recipe": recipe.to_dict(), "model_options": model_options,
-        "paper": card.paper.cite(), "classes": list(train_data.classes),
-        "command": " ".join(sys.argv), "world_size": ddp.world_size,
+        "config": asdict(run.config), "recipe": run.recipe.to_dict(), "model_options": run.model_options,
+        "paper": run.card.paper.cite(), "classes": list(run.train_data.classes),
+        "command": " ".join(sys.argv), "world_size": run.ddp.world_size,
         "versions": {"cnnzoo": cnnzoo.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
 
@@ -568,16 +826,20 @@ class _Console:
         self.console = console or Console()
         self.bars = not quiet and self.console.is_terminal
 
-    def start(self, config, recipe, card, train_data, test_data, device, ddp, out, resumed):
+    def start(self, run: _Run, folder: RunFolder):
         if self.quiet:
             return
-        what = "resuming" if resumed else "training"
-        procs = f", {ddp.world_size} processes" if ddp.enabled else ""
+        what = "resuming" if run.resumed is not None else "training"
+        procs = f", {run.ddp.world_size} processes" if run.ddp.enabled else ""
+        recipe = run.recipe
         self.console.print(
-            f"{what} {card.name} on {config.data} ({len(train_data):,} train / {len(test_data):,} "
-            f"test images, {len(train_data.classes)} classes) with the {recipe.name} recipe: {recipe.epochs} "
-            f"epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr:g}; {device}{procs}; run folder {out}",
-            highlight=False)
+            f"{what} {run.card.name} on {run.config.data} ({len(run.train_data):,} train / {len(run.test_data):,} "
+            f"test images, {len(run.train_data.classes)} classes) with the {recipe.name} recipe: {recipe.epochs} "
+            f"epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr:g}; {run.device}{procs}; run "
+            f"folder {run.out}", highlight=False)
+        if folder.removed_tmp:
+            self.console.print(f"removed {len(folder.removed_tmp)} temporary file(s) an interrupted write left in "
+                               f"{run.out}", highlight=False)
 
     @contextmanager
     def progress(self, epoch, epochs, total, done):
@@ -603,8 +865,11 @@ class _Console:
     def finish(self, result: RunResult):
         if self.quiet:
             return
-        if result.stopped in ("SIGINT", "SIGTERM", "signal"):
-            self.console.print(f"stopped by {result.stopped} at step {result.step}; saved {result.out / 'last.pt'}; "
+        if result.stopped in ("SIGINT", "SIGTERM", "SIGHUP", "signal"):
+            saved = (f"saved {result.out / 'last.pt'}" if result.saved_step == result.step else
+                     f"not saved (the loss is running away); {result.out / 'last.pt'} holds step {result.saved_step}"
+                     if result.saved_step is not None else "nothing saved yet (the loss is running away)")
+            self.console.print(f"stopped by {result.stopped} at step {result.step}; {saved}; "
                                f"continue with --resume --out {result.out}", highlight=False)
         elif result.stopped == "max_steps":
             self.console.print(f"stopped after {result.step} steps (--max-steps); saved {result.out / 'last.pt'}",
