@@ -23,12 +23,12 @@ from cnnzoo.train.checkpoint import CheckpointError, load_checkpoint, save_check
 from cnnzoo.train.health import Health, TrainingDiverged
 from cnnzoo.train.trainer import TrainConfig, train
 
-SMALL = dict(model="lenet5", data="fake", recipe="fast", epochs=2, batch_size=32, quiet=True)
+SMALL = dict(model="lenet5", data="fake", recipe="fast", epochs=2, batch_size=32, quiet=True, threads=1)
 
 
 def _args(out, *more) -> list[str]:
     return ["train", "lenet5", "--data", "fake", "--recipe", "fast", "--epochs", "2", "--batch-size", "32",
-            "--out", str(out), "--quiet", *more]
+            "--threads", "1", "--out", str(out), "--quiet", *more]
 
 
 def _one_line(capsys) -> str:

@@ -167,6 +167,7 @@ _FIELDS = {
     "classes": ("a list of class names", lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v)),
     "data": ("a dict", lambda v: isinstance(v, dict)),
     "health": ("a dict", lambda v: isinstance(v, dict)),
+    "threads": ("a thread count or None", lambda v: v is None or (_INT(v) and v >= 1)),
     "skipped_images": ("a list of file paths", lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v)),
 }
 _REQUIRED = ("model", "model_options", "model_state")

@@ -52,6 +52,7 @@ from cnnzoo.train.distributed import Distributed
 from cnnzoo.train.evaluate import predict, topk_correct
 from cnnzoo.train.health import Health, TrainingDiverged
 from cnnzoo.train.runfolder import RunFolder, RunFolderError
+from cnnzoo.train.threads import ThreadChoice, available_cores, cpu_candidates, measure_threads
 
 __all__ = ["TrainConfig", "train", "TrainingDiverged", "RunResult", "resolve_device", "RESUME_KEEPS", "STOP_STATUS"]
 
@@ -92,6 +93,8 @@ class TrainConfig:
     save_every: int = _opt("also checkpoint every N steps within an epoch (0: by time only)", 0)
     save_minutes: float = _opt("also checkpoint after this many minutes without one (0: never by time)", 10.0)
     max_steps: int | None = _opt("stop (and save) after this many steps in all; --resume continues")
+    threads: int | None = _opt("CPU threads (default: the fastest of a few counts, measured at start-up; a resumed "
+                               "run keeps the count it began with)")
     skip_bad_images: bool = _opt("image folders: skip files that cannot be decoded (listed in the run folder's "
                                  "skipped_images.txt) instead of stopping", False)
     quiet: bool = _opt("no progress bar and no per-epoch lines", False)
@@ -104,7 +107,7 @@ class TrainConfig:
 
 # Settings that may differ when resuming (they do not change what is computed, or they are where to compute it).
 RESUME_KEEPS = ("out", "resume", "device", "data_root", "download", "workers", "save_every", "save_minutes",
-                "max_steps", "quiet", "skip_bad_images")
+                "max_steps", "quiet", "skip_bad_images", "threads")
 
 
 @dataclass
@@ -230,6 +233,7 @@ class _Run:
     health: Health
     progress: _Progress
     resumed: dict | None
+    threads: ThreadChoice | None = None
     clock: float = 0.0  # perf_counter at the run's (virtual) start: elapsed time carries across resumes
 
     @property
@@ -244,6 +248,14 @@ def train(config: TrainConfig, console=None, *, explicit: set[str] | None = None
         explicit: the config fields the user set (the CLI passes the flags given). On --resume each must agree
             with the stored run; without it, every field that differs from its default is taken as set.
     """
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(config, console, explicit)
+    finally:
+        torch.set_num_threads(threads_before)  # the run's choice is the run's, not the caller's
+
+
+def _train(config: TrainConfig, console, explicit) -> RunResult:
     run = _prepare(config, explicit)
     log = _Console(console, quiet=run.config.quiet or not run.main)
     with _hold_folder(run) as folder:
@@ -460,6 +472,7 @@ class _Saver:
             "data": {"mean": list(run.train_data.mean), "std": list(run.train_data.std),
                      "input_size": list(run.card.input_size)},
             "skipped_images": list(getattr(run.train_loader, "skipped", None) or []),
+            "threads": run.threads.threads if run.threads is not None else None,
         }
 
 
@@ -493,8 +506,7 @@ def _prepare(config: TrainConfig, explicit: set[str] | None) -> _Run:
     device = ddp.device(device)
     out = Path(config.out) if config.out else Path("runs") / (
         f"{config.model}-{config.data.replace(':', '-').replace('/', '_')}-s{config.seed}")
-    if ddp.is_main:
-        RunFolder.refuse_if_held(out)  # first, before anything slow: the most useful thing to know
+    RunFolder.refuse_if_held(out)  # first, before anything slow (every process: none is left waiting for rank 0)
     resumed = None
     if config.resume:
         if not config.out:
@@ -538,8 +550,49 @@ def _prepare(config: TrainConfig, explicit: set[str] | None) -> _Run:
                test_data=test_data, train_loader=train_loader, val_loader=val_loader, test_loader=test_loader,
                model_options=model_options, model=model, net=net, optimizer=optimizer, schedule=schedule,
                scaler=scaler, health=health, progress=progress, resumed=resumed)
+    run.threads = _choose_threads(run)
+    torch.set_num_threads(run.threads.threads)
     run.clock = time.perf_counter() - (resumed.get("elapsed", 0.0) if resumed is not None else 0.0)
     return run
+
+
+def _choose_threads(run: _Run) -> ThreadChoice:
+    """Pinned, kept from the run's start, shared among processes, or measured (`cnnzoo.train.threads`)."""
+    import copy
+    import os
+
+    config, stored = run.config, (run.resumed or {}).get("threads")
+    if config.threads is not None:
+        return ThreadChoice(config.threads, "--threads")
+    if stored is not None:
+        return ThreadChoice(stored, "as the run began, so the resume is bit-exact; --threads N to change")
+    if run.device.type != "cpu":
+        return ThreadChoice(torch.get_num_threads(), "torch's default; the model runs on the GPU")
+    if run.ddp.enabled:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", run.ddp.world_size))
+        return ThreadChoice(max(1, available_cores() // local), f"the cores shared by {local} processes")
+    candidates = cpu_candidates()
+    if len(candidates) == 1:
+        return ThreadChoice(candidates[0], "one core available")
+    p = run.progress
+    run.train_loader.set_position(p.epoch, p.batch)
+    x, y = next(iter(run.train_loader))
+    run.train_loader.set_position(p.epoch, p.batch)
+    if not len(y):
+        return ThreadChoice(candidates[0], "torch's default")
+    probe = copy.deepcopy(run.model).train()
+
+    def step():  # a real training step's work, applied to nothing
+        with torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext():
+            loss = _loss(probe(x), y, run.recipe)
+        loss.backward()
+        probe.zero_grad(set_to_none=True)
+
+    rng = torch.get_rng_state()  # dropout and stochastic depth draw in the probe; the run must not notice
+    try:
+        return measure_threads(step, candidates)
+    finally:
+        torch.set_rng_state(rng)
 
 
 def _restore(resumed, optimizer, schedule, scaler, health, progress, train_loader, device, out) -> None:
@@ -590,6 +643,7 @@ def _check_config(config: TrainConfig) -> None:
     whole("epochs", 1, optional=True)
     whole("batch_size", 1, optional=True)
     whole("max_steps", 1, optional=True)
+    whole("threads", 1, optional=True)
     whole("workers", 0)
     whole("save_every", 0)
     for name, low, high in (("val_split", 0.0, 1.0), ("save_minutes", 0.0, math.inf)):
@@ -762,6 +816,7 @@ def _config_record(run: _Run) -> dict:
         "config": asdict(run.config), "recipe": run.recipe.to_dict(), "model_options": run.model_options,
         "paper": run.card.paper.cite(), "classes": list(run.train_data.classes),
         "command": " ".join(sys.argv), "world_size": run.ddp.world_size,
+        "threads": {"count": run.threads.threads, "how": run.threads.describe()} if run.threads else None,
         "versions": {"cnnzoo": cnnzoo.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
 
@@ -835,8 +890,8 @@ class _Console:
         self.console.print(
             f"{what} {run.card.name} on {run.config.data} ({len(run.train_data):,} train / {len(run.test_data):,} "
             f"test images, {len(run.train_data.classes)} classes) with the {recipe.name} recipe: {recipe.epochs} "
-            f"epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr:g}; {run.device}{procs}; run "
-            f"folder {run.out}", highlight=False)
+            f"epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr:g}; {run.device}{procs}, "
+            f"{run.threads.describe()}; run folder {run.out}", highlight=False)
         if folder.removed_tmp:
             self.console.print(f"removed {len(folder.removed_tmp)} temporary file(s) an interrupted write left in "
                                f"{run.out}", highlight=False)
