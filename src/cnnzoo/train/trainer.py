@@ -296,10 +296,7 @@ def _loop(run: _Run, stop: _Stop, saver: _Saver, log: _Console, writer) -> str |
         run.net.train()
         began, images = time.perf_counter(), 0
         with log.progress(epoch, run.recipe.epochs, steps_per_epoch, p.batch) as bar:
-            for batch, (x, y) in enumerate(run.train_loader, start=p.batch):
-                if not len(y):  # every image of the batch was skipped as undecodable: nothing to learn from
-                    p.epoch, p.batch = (epoch, batch + 1) if batch + 1 < steps_per_epoch else (epoch + 1, 0)
-                    continue
+            for batch, (x, y) in enumerate(run.train_loader, start=p.batch):  # never empty, skipped files or not
                 lr = run.schedule.lr(epoch, batch)
                 loss, top1, top5 = _step(run, x, y, lr, where=f"epoch {epoch + 1}, batch {batch + 1} "
                                                               f"(step {p.step + 1}) with learning rate {lr:g}",
