@@ -11,15 +11,16 @@ import difflib
 import fnmatch
 import functools
 import inspect
+import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
-
-from cnnzoo.checks import InputCheck
+if TYPE_CHECKING:  # torch is imported with the first model: `cnnzoo --help` and DATASET_CLASSES do without it
+    from torch import nn
 
 __all__ = ["Paper", "ModelCard", "register_model", "create_model", "list_models", "model_card"]
 
@@ -98,10 +99,12 @@ class ModelCard:
 
 
 _MODELS: dict[str, tuple[Callable[..., nn.Module], ModelCard]] = {}
+_OWN: set[str] = set()  # names registered by cnnzoo's own model modules
 
 
 def register_model(name: str, card: ModelCard):
     """Decorator that registers `builder(num_classes=..., in_chans=..., **options)` under `name`."""
+    caller = sys._getframe(1).f_globals.get("__name__", "")
 
     def add(builder):
         if name in _MODELS:
@@ -111,6 +114,8 @@ def register_model(name: str, card: ModelCard):
             if required not in accepted:
                 raise TypeError(f"builder for {name!r} must accept {required}=")
         _MODELS[name] = (builder, replace(card, name=name))
+        if caller.startswith("cnnzoo.models."):
+            _OWN.add(name)
         return builder
 
     return add
@@ -138,6 +143,11 @@ def model_card(name: str) -> ModelCard:
     return _lookup(name)[1]
 
 
+def registered_by_cnnzoo(name: str) -> bool:
+    """Whether cnnzoo's own model modules registered `name` (so the package's source defines it entirely)."""
+    return _lookup(name)[1].name in _OWN
+
+
 def model_options(name: str) -> dict[str, inspect.Parameter]:
     """The options `create_model(name, ...)` accepts besides num_classes and in_chans."""
     builder = _lookup(name)[0]
@@ -152,6 +162,8 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
         in_chans: input channels (default: the card's, e.g. 1 for LeNet-5, 3 for ImageNet nets).
         **kwargs: the family's own options; `cnnzoo info NAME` lists them.
     """
+    from cnnzoo.checks import InputCheck
+
     builder, card = _lookup(name)
     num_classes = _positive_int("num_classes", num_classes, card.num_classes)
     in_chans = _positive_int("in_chans", in_chans, card.input_size[0])
@@ -175,10 +187,39 @@ def _lookup(name: str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
     key = name.lower()
     if key not in _MODELS:
-        close = difflib.get_close_matches(key, list(_MODELS), n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; `cnnzoo list` shows every name"
-        raise ValueError(f"unknown model {name!r}{hint}")
+        raise UnknownModelError(name, suggest(key))
     return _MODELS[key]
+
+
+class UnknownModelError(ValueError):
+    """A name that is not registered; `suggestions` holds the nearest registered names (maybe none)."""
+
+    def __init__(self, name: str, suggestions: list[str]):
+        hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else "; list_models() gives every name"
+        super().__init__(f"unknown model {name!r}{hint}")
+        self.name, self.suggestions = name, suggestions
+
+
+def suggest(text: str, limit: int = 5) -> list[str]:
+    """Registered names a user may have meant by `text`, best first: the names it begins (`lenet` -> lenet5),
+    the family it names or begins with (`vgg17` -> vgg11 ... vgg19, `stochastic_depth` -> resnet110_sd ...), and,
+    when it begins no name, near misses (`resnet110_sdd` -> resnet110_sd). They are ranked by the length of the
+    beginning they share with `text`, then by similarity; edit distance alone decides only when nothing else
+    is near."""
+    _load_models()
+    key = text.lower()
+    names = sorted(_MODELS, key=_natural)
+    similarity = {n: difflib.SequenceMatcher(None, key, n).ratio() for n in names}
+    prefixed = any(n.startswith(key) for n in names)
+    found = [n for n in names if n.startswith(key) or key.startswith(_MODELS[n][1].family)
+             or (not prefixed and similarity[n] >= _NEAR)]
+    found.sort(key=lambda n: (-len(os.path.commonprefix([key, n])), -similarity[n]))  # stable: ties stay natural
+    if not found:
+        found = difflib.get_close_matches(key, names, n=limit, cutoff=0.5)
+    return found[:limit]
+
+
+_NEAR = 0.8  # difflib's ratio of a one-character slip in a name of ten: vgg17 ~ vgg16, googlnet ~ googlenet
 
 
 def _load_models():
