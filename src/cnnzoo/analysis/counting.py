@@ -1,11 +1,28 @@
-"""Counting that needs no forward pass."""
+"""Counting that needs no forward pass.
+
+`count_params(model)` counts a built model. `registered_params(names)` gives `count_params(create_model(name))`
+for registered models at their defaults (what `cnnzoo list` shows) without building them all each time: a count is
+computed once by building the model on the meta device with its initialisers skipped, and kept in a cache file
+($CNNZOO_CACHE, else ~/.cache/cnnzoo) that is valid only for the exact source of the cnnzoo package and the torch
+version it was computed with. Any change to either, or a file that cannot be read or does not parse, and the
+counts are computed again; the file is replaced atomically, and a cache that cannot be written is left alone.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
 from torch import nn
 
+__all__ = ["NORM_LAYERS", "count_params", "registered_params"]
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+CACHE_FILE = "params.json"
 
 
 def count_params(model: nn.Module, *, trainable_only: bool = False, exclude_norm: bool = False) -> int:
@@ -26,3 +43,92 @@ def count_params(model: nn.Module, *, trainable_only: bool = False, exclude_norm
         seen.add(id(p))
         total += p.numel()
     return total
+
+
+def registered_params(names: list[str], *, cache: bool = True) -> dict[str, int]:
+    """`count_params(create_model(name))` for each registered name, at the model's defaults.
+
+    Counts of the models cnnzoo itself registers come from the cache when it was written for this very source and
+    torch version; the others are computed on the meta device (a model registered from outside the package is
+    always computed: the cache's key cannot see its source). `cache=False` computes every count.
+    """
+    from cnnzoo.registry import model_card, registered_by_cnnzoo
+
+    names = [model_card(n).name for n in names]  # unknown names fail here, before anything is computed
+    cacheable = {n for n in names if registered_by_cnnzoo(n)} if cache else set()
+    key = _source_key() if cacheable else None
+    stored = _read_cache(key) if key else {}
+    counts = {n: stored[n] for n in names if n in cacheable and n in stored}
+    missing = [n for n in names if n not in counts]
+    for name in missing:
+        counts[name] = _meta_count(name)
+    new = {n: counts[n] for n in missing if n in cacheable}
+    if new:
+        _write_cache(key, {**stored, **new})
+    return {n: counts[n] for n in names}
+
+
+def _meta_count(name: str) -> int:
+    import torch
+
+    from cnnzoo.analysis.profile import _SkipInit
+    from cnnzoo.registry import create_model
+
+    with torch.device("meta"), _SkipInit():  # shapes only: no memory, no initialisers (slow on meta)
+        return count_params(create_model(name))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CNNZOO_CACHE") or "~/.cache/cnnzoo").expanduser()
+
+
+def _source_key() -> str:
+    """A digest of every Python file of the cnnzoo package (path and bytes) and of torch's version."""
+    import torch
+
+    import cnnzoo
+
+    package = Path(cnnzoo.__file__).resolve().parent
+    digest = hashlib.sha256(f"cnnzoo {cnnzoo.__version__}; torch {torch.__version__}\n".encode())
+    for path in sorted(package.rglob("*.py")):
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(package).as_posix()} {len(data)}\n".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _read_cache(key: str) -> dict[str, int]:
+    """The cached counts if the file was written for `key` and holds only well-formed counts; else nothing."""
+    try:
+        data = json.loads((cache_dir() / CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("params"), dict):
+        return {}
+    params = data["params"]
+    if not all(isinstance(n, str) and type(v) is int and v >= 0 for n, v in params.items()):
+        return {}
+    return params
+
+
+def _write_cache(key: str, params: dict[str, int]) -> None:
+    """Replace the cache file atomically (a temp file renamed over it); a cache that cannot be written is skipped."""
+    folder = cache_dir()
+    text = json.dumps({"key": key, "params": params}, indent=0, sort_keys=True)
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{CACHE_FILE}.", suffix=".tmp",
+                                         delete=False) as f:
+            tmp = f.name
+            f.write(text)
+        os.replace(tmp, folder / CACHE_FILE)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
