@@ -1,7 +1,11 @@
 """`cnnzoo.analysis.claims`: every lecture figure recomputed from the real models, checked against hand arithmetic."""
 
-import pytest
+import dataclasses
 
+import pytest
+import torch
+
+import cnnzoo
 from cnnzoo.analysis import claims as claims_module
 from cnnzoo.analysis.claims import VERDICTS, Claim, claims
 from cnnzoo.models import alexnet
@@ -75,3 +79,41 @@ def test_rows_are_computed_not_typed(monkeypatch):
     assert _row(rows, "AlexNet CONV1 (96").computed == "55x55x64"
     assert _row(rows, "AlexNet CONV1 parameters").computed_value == 11 * 11 * 3 * 64
     assert _row(rows, "AlexNet POOL1").computed.startswith("27x27x64")
+
+
+def _forward_bytes(name: str, batch: int = 1) -> tuple[int, int]:
+    """(weights, activations) of one forward pass: the model's own tensors counted from the built model, the
+    activations from the profiler."""
+    options = {"aux_logits": False} if name == "googlenet" else {}
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name, **options)
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return weights, cnnzoo.profile(model, input_size=cnnzoo.model_card(name).input_size,
+                                   batch_size=batch).activation_bytes
+
+
+def test_highest_memory_counts_weights_and_activations(rows):
+    row = _row(rows, "Complexity comparison: highest memory")
+    forward = {n: _forward_bytes(n) for n in claims_module.COMPLEXITY_NETS}
+    total = {n: w + a for n, (w, a) in forward.items()}
+    assert forward["vgg16"][0] == 138_357_544 * 4  # VGG-16's weights: the lecture's 138M parameters, float32
+    assert max(total, key=total.get) == "vgg16" and row.verdict == "agrees"
+    assert row.computed_value == total["vgg16"]
+    assert max(forward, key=lambda n: forward[n][1]) == "resnet152"  # by activations alone
+    # every net's figures as shown add up: weights + activations = total, in MiB to 0.1
+    for name, (w, a) in forward.items():
+        w, a = round(w / 2**20, 1), round(a / 2**20, 1)
+        assert f"{name}{':' if name == 'vgg16' else ''} " in row.computed
+        assert f"{w:,.1f} + {a:,.1f} = {w + a:,.1f}" in row.computed
+    # the batch from which resnet152's forward pass needs more than vgg16's, checked by profiling both there
+    batch = next(b for b in range(1, 100) if sum(_forward_bytes("resnet152", b)) > sum(_forward_bytes("vgg16", b)))
+    assert batch > 1 and f"from batch {batch} on resnet152" in row.explanation
+
+
+def test_highest_memory_verdict_follows_the_models():
+    """Make VGG-16's weights light: the verdict turns, and says which net needs the most."""
+    profs = {n: claims_module._complexity_profile(n) for n in claims_module.COMPLEXITY_NETS}
+    profs["vgg16"] = dataclasses.replace(profs["vgg16"], param_bytes=0)
+    row = claims_module._highest_memory(profs)
+    assert row.verdict == "differs" and row.computed.startswith("resnet152: ")
+    assert row.explanation == "resnet152, not vgg16, needs the most memory for a forward pass"
