@@ -33,8 +33,9 @@ def test_rows_match_the_model_and_its_card(rows):
 
 
 def test_depth_is_the_longest_path_of_weight_layers(rows):
-    # the papers' depths: projection shortcuts are a shorter path; LeNet-5's RBF output is not a matrix product
-    assert {r.name: r.depth for r in rows} == {"lenet5": 4, "alexnet": 8, "vgg11": 11, "resnet18": 18,
+    # the papers' depths: projection shortcuts are a shorter path; LeNet-5's RBF output is a weight layer (its
+    # fixed codes times F6's state), so C1, C3, C5, F6, output
+    assert {r.name: r.depth for r in rows} == {"lenet5": 5, "alexnet": 8, "vgg11": 11, "resnet18": 18,
                                                "squeezenet1_0": 18}
     assert weight_depth("googlenet") == 22  # parallel branches count once, auxiliary heads are off in eval
 

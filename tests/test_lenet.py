@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+import cnnzoo
 from cnnzoo import count_params, create_model, model_card
+from cnnzoo.analysis.compare import weight_depth
 from cnnzoo.models.lenet import EuclideanRBF, PartiallyConnectedConv2d, ScaledTanh, Subsampling, map_loss
 
 # Sec. II.B and Table I: the S2 maps each C3 map takes its inputs from. Maps 0-5 take contiguous triples, 6-11
@@ -19,6 +21,15 @@ PAPER_C3_INPUTS = [
 # Sec. II.B: trainable parameters per layer, and the total.
 PAPER_LAYER_PARAMS = {"c1": 156, "s2": 12, "c3": 1516, "s4": 32, "c5": 48_120, "f6": 10_164}
 PAPER_TOTAL_PARAMS = 60_000
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add contention on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -117,6 +128,15 @@ def test_predicted_class_is_nearest_code(lenet):
     # A state near a code, not on it, is still classed by that code.
     noisy = codes + 0.2 * torch.randn_like(codes)
     assert torch.equal(lenet.output(noisy).argmin(dim=1), torch.arange(10))
+
+
+def test_rbf_output_is_the_fifth_weight_layer():
+    # Sec. II.B: seven layers, C1-S2-C3-S4-C5-F6-output; C1, C3, C5, F6 and the RBF output hold weights (the RBF's
+    # are fixed). Each RBF unit takes 84 multiply-adds against its code: counted like lenet5_modern's linear output.
+    assert weight_depth("lenet5") == weight_depth("lenet5_modern") == 5
+    (rbf,) = [r for r in cnnzoo.profile("lenet5", batch_size=2).layers if r.type == "EuclideanRBF"]
+    (linear,) = [r for r in cnnzoo.profile("lenet5_modern", batch_size=2).layers if r.name == "output"]
+    assert rbf.macs == linear.macs == 2 * 84 * 10 and rbf.output_shape == (2, 10)
 
 
 def test_squashing_function():

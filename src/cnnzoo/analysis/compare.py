@@ -8,7 +8,9 @@ MACs, then name: the lecture's chronological order, cheaper variants of one pape
 `depth` is the papers' depth: the most convolution and linear layers (matrix products) on any path from the input
 to the output of an inference pass, found by tagging every tensor with the weight layers behind it (VGG-16: 16,
 ResNet-18: 18 (a projection shortcut is a shorter path), GoogLeNet: 22; auxiliary heads, off in eval, do not count).
-Pooling and normalisation layers are not weight layers here, so LeNet-5 is 5.
+Pooling and normalisation layers are not weight layers here, so LeNet-5 is 5: C1, C3, C5, F6 and the RBF output,
+whose fixed codes multiply F6's state in a matrix product (S2 and S4, trainable subsampling, are the two of its
+seven layers that do not count).
 
 `plot(rows, path)` draws accuracy (100 - reported top-1 error) against G-MACs on a log axis, bubble area
 proportional to parameters, each bubble labelled. Only ImageNet models go on the chart (errors on different

@@ -145,14 +145,22 @@ class PartiallyConnectedConv2d(nn.Module):
 
 
 class EuclideanRBF(nn.Module):
-    """Output units y_i = sum_j (x_j - w_ij)^2 with fixed parameter vectors w_i (a buffer, not trained)."""
+    """Output units y_i = sum_j (x_j - w_ij)^2 with fixed parameter vectors w_i (a buffer, not trained).
+
+    Computed as |x|^2 - 2 x.w_i + |w_i|^2 (as torch.cdist does for large inputs): one matrix product of the F6
+    state with the codes, 84 multiply-adds per unit, plus two squared norms. So every counter sees the layer as
+    the weight layer it is, the paper's seventh layer and fifth with weights (depth 5, and its multiply-adds in
+    the MACs), not as element-wise arithmetic.
+    """
 
     def __init__(self, codes: Tensor):
         super().__init__()
         self.register_buffer("codes", codes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x.unsqueeze(1) - self.codes).pow(2).sum(dim=-1)  # (N, classes): penalties, lower = closer
+        cross = F.linear(x, self.codes)  # (N, classes): x . w_i
+        # (N, classes): penalties, lower = closer
+        return x.pow(2).sum(dim=1, keepdim=True) - 2 * cross + self.codes.pow(2).sum(dim=1)
 
     def extra_repr(self) -> str:
         classes, width = self.codes.shape
