@@ -162,9 +162,6 @@ def test_eval_memory_is_the_plain_nets(name, plain):
     assert sd.activation_bytes - base.activation_bytes == sum(r.activation_bytes for r in scaling) + shortcut
 
 
-@pytest.mark.xfail(strict=True, reason="cnnzoo/layers.py StochasticDepth.forward scales out of place in eval "
-                                       "(branch * p): a new tensor per block that the plain net does not create; "
-                                       "in place (when autograd does not record) it would allocate nothing")
 @pytest.mark.parametrize("name", ["resnet152_sd", "resnet110_sd"])
 def test_eval_scaling_creates_no_tensor(name):
     assert sum(r.activation_bytes for r in cnnzoo.profile(name).layers if r.type == "StochasticDepth") == 0

@@ -46,7 +46,11 @@ class StochasticDepth(nn.Module):
         return bool(torch.rand(()) < self.survival_prob)
 
     def forward(self, branch: Tensor) -> Tensor:
-        return branch if self.training else branch * self.survival_prob
+        if self.training:
+            return branch
+        if torch.is_grad_enabled() and branch.requires_grad:
+            return branch * self.survival_prob
+        return branch.mul_(self.survival_prob)  # inference: in place, as the residual add after it (no new tensor)
 
     def extra_repr(self) -> str:
         return f"survival_prob={self.survival_prob:.4f}"
