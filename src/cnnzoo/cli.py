@@ -1,4 +1,9 @@
-"""The `cnnzoo` command: parse, call the library, print. Bad input: one line on stderr, exit status 2."""
+"""The `cnnzoo` command: parse, call the library, print. Bad input: one line on stderr, exit status 2.
+
+Start-up is kept short: torch and the library are imported inside the subcommands, and the parser gives a
+subcommand its flags only when that subcommand is the one being run (train's flags come from TrainConfig, whose
+module needs torch), so `cnnzoo --help` imports neither. `benchmarks/cli_start.py` measures it.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,9 @@ import math
 import re
 import sys
 from contextlib import contextmanager
-from dataclasses import asdict
-
-import torch
 
 import cnnzoo
-from cnnzoo.checks import input_range
-from cnnzoo.registry import DATASET_CLASSES, model_options
+from cnnzoo.registry import DATASET_CLASSES  # data only: importing the registry does not import torch
 
 EPILOG_LIST = """examples:
   cnnzoo list
@@ -80,7 +81,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (try --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of the command line `argv`: every subcommand is listed, but only the one `argv` names gets its
+    flags (some need torch to define). Without `argv`, every subcommand gets its flags."""
+    chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     parser = _Parser(
         prog="cnnzoo",
         description="The classic convolutional networks, built as their papers specified.",
@@ -91,29 +95,70 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("list", help="registered models with their papers and parameter counts",
-                       description="List registered models: family, year, native input, parameters "
-                                   "(computed from the model, and as the paper reports them).",
-                       epilog=EPILOG_LIST, formatter_class=argparse.RawDescriptionHelpFormatter)
+    def command(name: str, run, arguments, **text) -> None:
+        p = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **text)
+        p.set_defaults(run=run)
+        if argv is None or name == chosen:
+            arguments(p)
+
+    command("list", _list, _list_arguments,
+            help="registered models with their papers and parameter counts",
+            description="List registered models: family, year, native input, parameters (computed from the model, "
+                        "and as the paper reports them).",
+            epilog=EPILOG_LIST)
+    command("info", _info, _info_arguments,
+            help="a model's card, computed parameter count and output shape",
+            description="Show a model's card (paper, reported figures and where they are stated, deviations), its "
+                        "computed parameter count and its output shape at the native input size.",
+            epilog=EPILOG_INFO)
+    command("summary", _summary, _summary_arguments,
+            help="per-layer parameters, MACs, FLOPs, memory and receptive fields",
+            description="Profile a model on the meta device (no memory, no arithmetic): one row per layer and per "
+                        "functional op of a block (residual add, concatenation), with totals for a forward pass and "
+                        "a training step.",
+            epilog=EPILOG_SUMMARY)
+    command("claims", _claims, _claims_arguments,
+            help="every number of the lecture, recomputed from the real models",
+            description="One row per quantitative statement of the CNN-architectures lecture: the claim, the "
+                        "lecture's figure, the figure computed from the real models and blocks, and a verdict "
+                        "(agrees, differs, wrong) with the correct computation.",
+            epilog=EPILOG_CLAIMS)
+    command("compare", _compare, _compare_arguments,
+            help="models side by side: parameters, MACs, memory, depth, reported error",
+            description="Compare models at their native inputs: computed parameters, MACs, forward activation "
+                        "memory and weight-layer depth, with the error each paper reports; optionally draw the "
+                        "lecture's complexity chart.",
+            epilog=EPILOG_COMPARE)
+    command("train", _train, _train_arguments,
+            help="train a model with its paper's recipe (or a fast one)",
+            description="Train a registered model on a dataset with the recipe of its paper; resumes exactly; "
+                        "writes config.json, metrics.csv, checkpoints and curves to one folder.",
+            epilog=EPILOG_TRAIN)
+    command("eval", _eval, _eval_arguments,
+            help="top-1/top-5 error of checkpoints, alone and as an ensemble",
+            description="Evaluate checkpoints on a dataset's test split: top-1 and top-5 error, with test-time "
+                        "augmentation; several checkpoints also give their ensemble.",
+            epilog=EPILOG_EVAL)
+    command("recipes", _recipes, _recipes_arguments,
+            help="the papers' training recipes, as data",
+            description="Print the training recipe of a model's paper (optimizer, schedule, batch, regularisation, "
+                        "augmentation, with sources), or list every family's.",
+            epilog=EPILOG_RECIPES)
+    return parser
+
+
+def _list_arguments(p) -> None:
     p.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
     p.add_argument("--dataset", choices=sorted(DATASET_CLASSES), help="only models for this dataset")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.set_defaults(run=_list)
 
-    p = sub.add_parser("info", help="a model's card, computed parameter count and output shape",
-                       description="Show a model's card (paper, reported figures and where they are stated, "
-                                   "deviations), its computed parameter count and its output shape at the "
-                                   "native input size.",
-                       epilog=EPILOG_INFO, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _info_arguments(p) -> None:
     p.add_argument("name", help="a registered model name (see `cnnzoo list`) or a checkpoint file")
     p.add_argument("--format", choices=["text", "json"], default="text")
-    p.set_defaults(run=_info)
 
-    p = sub.add_parser("summary", help="per-layer parameters, MACs, FLOPs, memory and receptive fields",
-                       description="Profile a model on the meta device (no memory, no arithmetic): one row per "
-                                   "layer and per functional op of a block (residual add, concatenation), with "
-                                   "totals for a forward pass and a training step.",
-                       epilog=EPILOG_SUMMARY, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _summary_arguments(p) -> None:
     p.add_argument("name", help="a registered model name (see `cnnzoo list`) or a checkpoint file")
     p.add_argument("--input", type=_input_size, metavar="CxHxW",
                    help="input size, e.g. 3x224x224 (default: the model's native input)")
@@ -126,53 +171,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run one inference pass for real and report its measured memory peak beside the "
                         "estimate (eval mode only)")
     p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
-    p.set_defaults(run=_summary)
 
-    p = sub.add_parser("claims", help="every number of the lecture, recomputed from the real models",
-                       description="One row per quantitative statement of the CNN-architectures lecture: the "
-                                   "claim, the lecture's figure, the figure computed from the real models and "
-                                   "blocks, and a verdict (agrees, differs, wrong) with the correct computation.",
-                       epilog=EPILOG_CLAIMS, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _claims_arguments(p) -> None:
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p.set_defaults(run=_claims)
 
-    p = sub.add_parser("compare", help="models side by side: parameters, MACs, memory, depth, reported error",
-                       description="Compare models at their native inputs: computed parameters, MACs, forward "
-                                   "activation memory and weight-layer depth, with the error each paper reports; "
-                                   "optionally draw the lecture's complexity chart.",
-                       epilog=EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _compare_arguments(p) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="model names or shell-style patterns, e.g. 'resnet*' (default: every model)")
     p.add_argument("--dataset", choices=sorted(DATASET_CLASSES), help="only models for this dataset")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--plot", metavar="FILE", help="also write the complexity chart to FILE.png or FILE.svg")
-    p.set_defaults(run=_compare)
-
-    _add_train_parsers(sub)
-    return parser
 
 
-def _add_train_parsers(sub) -> None:
+def _train_arguments(p) -> None:
     from dataclasses import MISSING, fields
 
-    from cnnzoo.train.evaluate import TTA_MODES
     from cnnzoo.train.trainer import TrainConfig
 
-    p = sub.add_parser("train", help="train a model with its paper's recipe (or a fast one)",
-                       description="Train a registered model on a dataset with the recipe of its paper; resumes "
-                                   "exactly; writes config.json, metrics.csv, checkpoints and curves to one folder.",
-                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     types = {"epochs": _count(1), "batch_size": _count(1), "lr": _positive_float, "momentum": _fraction,
              "weight_decay": _non_negative_float, "seed": _count(0, 2**63 - 1), "workers": _count(0),
              "save_every": _count(0), "save_minutes": _non_negative_float, "val_split": _fraction,
-             "max_steps": _count(1)}
+             "max_steps": _count(1), "threads": _count(1, 1024)}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"]
         if f.name == "model":
             p.add_argument("model", help=help_text)
         elif f.name == "recipe":
-            p.add_argument(flag, choices=["paper", "fast"], default=UNSET, help=help_text + " (default: paper)")
+            p.add_argument(flag, choices=RECIPE_KINDS, default=UNSET, help=help_text + " (default: paper)")
         elif f.name == "nesterov":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=UNSET, help=help_text)
         elif f.name == "settings":
@@ -182,31 +210,32 @@ def _add_train_parsers(sub) -> None:
         else:  # UNSET tells a flag left out from one given with its default value (--resume compares the latter)
             p.add_argument(flag, type=types.get(f.name, str), default=UNSET, required=f.default is MISSING,
                            help=help_text, metavar=f.name.upper())
-    p.set_defaults(run=_train)
 
-    p = sub.add_parser("eval", help="top-1/top-5 error of checkpoints, alone and as an ensemble",
-                       description="Evaluate checkpoints on a dataset's test split: top-1 and top-5 error, with "
-                                   "test-time augmentation; several checkpoints also give their ensemble.",
-                       epilog=EPILOG_EVAL, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _eval_arguments(p) -> None:
+    from cnnzoo.train.evaluate import TTA_MODES
+
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint files written by cnnzoo train")
     p.add_argument("--data", required=True, help="dataset, as for cnnzoo train")
     p.add_argument("--tta", choices=TTA_MODES, default="none",
-                   help="test-time augmentation: flip (image and mirror) or ten-crop (AlexNet's 10 patches)")
+                   help="test-time augmentation: flip (image and mirror) or ten-crop (AlexNet's 10 patches); a "
+                        "warning says when the run did not train with that augmentation")
     p.add_argument("--batch-size", type=_count(1), default=256, metavar="N")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data-root", default=None, help="where datasets live")
     p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p.set_defaults(run=_eval)
 
-    p = sub.add_parser("recipes", help="the papers' training recipes, as data",
-                       description="Print the training recipe of a model's paper (optimizer, schedule, batch, "
-                                   "regularisation, augmentation, with sources), or list every family's.",
-                       epilog=EPILOG_RECIPES, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _recipes_arguments(p) -> None:
     p.add_argument("name", nargs="?", help="a registered model name (default: one line per family and dataset)")
-    p.add_argument("--recipe", choices=["paper", "fast"], default="paper")
+    p.add_argument("--recipe", choices=RECIPE_KINDS, default="paper",
+                   help="paper: the recipe its paper states; fast: cnnzoo's short schedule for a CPU demo "
+                        "(default: paper)")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p.set_defaults(run=_recipes)
+
+
+RECIPE_KINDS = ["paper", "fast"]
 
 
 def _input_size(text: str) -> tuple[int, int, int]:
@@ -254,11 +283,18 @@ _fraction = _number("a number in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     with _remember_interrupts() as interrupted:
-        try:
-            args = build_parser().parse_args(argv)
+        try:  # train's and eval's flags import torch: a Ctrl-C may come while the parser is built
+            args = build_parser(argv).parse_args(argv)
         except SystemExit as done:  # --help, --version, or a usage error already printed as one line
             return done.code if isinstance(done.code, int) else 2
+        except BaseException:
+            if interrupted():  # whatever error the import made of the KeyboardInterrupt (see below)
+                print(" ".join(["cnnzoo", *[a for a in argv if not a.startswith("-")][:1]]) + ": interrupted",
+                      file=sys.stderr)
+                return 130
+            raise
         try:
             return args.run(args) or 0
         except BaseException as err:
@@ -301,13 +337,12 @@ def _failure(args, error: BaseException) -> int:
         print(f"cnnzoo {args.command}: {err}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, KeyError, ImportError) as err:  # ImportError: an optional extra is missing
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"cnnzoo {args.command}: error: {message}", file=sys.stderr)
+        print(f"cnnzoo {args.command}: error: {_in_cli_terms(args.command, err)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `cnnzoo list | head`
         sys.stderr.close()
     except OSError as err:  # a missing file, a folder that cannot be written, a full disk
-        print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
+        print(f"cnnzoo {args.command}: error: {_in_cli_terms(args.command, err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
         print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
@@ -315,25 +350,53 @@ def _failure(args, error: BaseException) -> int:
     return 0
 
 
-def _training_failure():
-    from cnnzoo.train.trainer import TrainingDiverged
+def _in_cli_terms(command: str, err: BaseException) -> str:
+    """A library error's message, its advice given in this interface's terms (flags, not Python arguments).
 
-    return TrainingDiverged
+    Errors with structured fields are worded here from those fields; the library words them for Python callers."""
+    from cnnzoo.registry import UnknownModelError
+
+    if isinstance(err, UnknownModelError):
+        hint = f"did you mean {', '.join(err.suggestions)}?" if err.suggestions else "`cnnzoo list` shows every name"
+        return f"unknown model {err.name!r}; {hint}"
+    folder = sys.modules.get("cnnzoo.data.folder")  # not loaded: no image was decoded, so no BadImageError
+    if folder is not None and isinstance(err, folder.BadImageError):
+        skip = (", or pass --skip-bad-images to skip undecodable files (listed in the run folder's "
+                "skipped_images.txt)" if command == "train" else f" (cnnzoo {command} does not skip files)")
+        return f"cannot decode {err.path}: {err.reason}; replace or delete the file{skip}"
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    # datasets.py words a missing file's advice for both interfaces; here only the flag applies. (A structured
+    # error there, like UnknownModelError, would make this one exact replacement unnecessary.)
+    return str(err).replace(" (load_dataset(..., download=True))", "")
+
+
+def _training_failure():
+    """TrainingDiverged, or nothing when no training ran (its module not loaded: no import for an error)."""
+    health = sys.modules.get("cnnzoo.train.health")
+    return health.TrainingDiverged if health is not None else ()
 
 
 def _meta_build(name: str, options: dict):
-    with torch.device("meta"):
+    """The model's architecture on the meta device: shapes only, no memory, no initialisation."""
+    import torch
+
+    from cnnzoo.analysis.profile import _SkipInit
+
+    with torch.device("meta"), _SkipInit():
         return cnnzoo.create_model(name, **options)
 
 
-def _meta_model(name: str):
-    with torch.device("meta"):  # shapes only: no memory, no arithmetic
-        return cnnzoo.create_model(name)
-
-
 def _list(args) -> None:
+    from cnnzoo.analysis.counting import registered_params
+
+    names = cnnzoo.list_models(args.pattern, dataset=args.dataset)
+    if not names:
+        raise ValueError(f"no model matches pattern {args.pattern!r}"
+                         + (f" and dataset {args.dataset}" if args.dataset else ""))
+    params = registered_params(names)  # count_params(create_model(name)), cached for this source and torch
     rows = []
-    for name in cnnzoo.list_models(args.pattern, dataset=args.dataset):
+    for name in names:
         card = cnnzoo.model_card(name)
         rows.append({
             "name": name,
@@ -341,12 +404,10 @@ def _list(args) -> None:
             "year": card.year,
             "dataset": card.dataset,
             "input": "x".join(map(str, card.input_size)),
-            "params": cnnzoo.count_params(_meta_model(name)),
+            "params": params[name],
             "paper_params": None if card.params is None else round(card.params),
             "torchvision": card.torchvision,
         })
-    if not rows:
-        raise ValueError(f"no model matches pattern {args.pattern!r}" + (f" and dataset {args.dataset}" if args.dataset else ""))
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     elif args.format == "csv":
@@ -354,7 +415,7 @@ def _list(args) -> None:
     else:
         from rich.table import Table
 
-        table = Table(title=f"{len(rows)} models")
+        table = Table(title=_plural(len(rows), "model"))
         for column, justify in [("name", "left"), ("family", "left"), ("year", "right"), ("dataset", "left"),
                                 ("input", "left"), ("params", "right"), ("paper", "right"), ("torchvision", "left")]:
             table.add_column(column, justify=justify)
@@ -373,21 +434,50 @@ def _from_checkpoint(text: str):
     payload = load_checkpoint(text)
     history = payload.get("history") or []
     recipe = payload.get("recipe") or {}
+    position = payload.get("position") or [len(history), 0]  # (epoch, next batch): where training would go on
+    best = payload.get("best")
     summary = {
         "file": text, "model": payload["model"], "model_options": payload["model_options"],
         "data": (payload.get("config") or {}).get("data"), "recipe": recipe.get("name"),
-        "epochs_done": len(history), "step": payload.get("step"), "best_val_top1_err": payload.get("best"),
+        "epochs_done": int(position[0]), "epochs_planned": recipe.get("epochs"),
+        "batches_into_next_epoch": int(position[1]), "step": payload.get("step"), "best_val_top1_err": best,
         "last_epoch": history[-1] if history else None,
+        "is_best": bool(history) and best is not None and history[-1].get("val_top1_err") == best,
     }
     return payload["model"], payload["model_options"], summary
 
 
+def _snapshot(trained: dict) -> str:
+    """When in its run a checkpoint was taken: "the snapshot after epoch 20 of 30 (900 steps), ..."."""
+    done, planned, into = trained["epochs_done"], trained["epochs_planned"], trained["batches_into_next_epoch"]
+    steps = _plural(trained["step"], "step") if trained["step"] is not None else "steps unknown"
+    of = f" of {planned}" if planned else ""
+    if into:
+        when = f"the snapshot {_plural(into, 'batch', 'batches')} into epoch {done + 1}{of} ({steps})"
+    elif planned and done >= planned:
+        when = f"the end of training: all {_plural(done, 'epoch')} ({steps})"
+    elif done == 0:
+        when = f"the snapshot before the first epoch{of} ended ({steps})"
+    else:
+        when = f"the snapshot after epoch {done}{of} ({steps})"
+    if trained["is_best"] and not into:
+        when += ", the run's best validation error" if planned and done >= planned else \
+            ", the best validation error up to then"
+    return when
+
+
 def _info(args) -> None:
+    from dataclasses import asdict
+
+    import torch
+
+    from cnnzoo.checks import input_range
+    from cnnzoo.registry import model_options
+
     source = _from_checkpoint(args.name)
     name, options_given, trained = source if source else (args.name, {}, None)
     card = cnnzoo.model_card(name)
-    with torch.device("meta"):
-        model = cnnzoo.create_model(card.name, **options_given)
+    model = _meta_build(card.name, options_given)
     model.eval()
     out = model(torch.empty(1, *card.input_size, device="meta"))
     options = {k: (None if p.default is p.empty else p.default) for k, p in model_options(card.name).items()}
@@ -398,7 +488,7 @@ def _info(args) -> None:
                         "min_input": [hmin, wmin], "max_input": None if hmax is None or wmax is None else [hmax, wmax]}
     info["options"] = options
     if trained is not None:
-        info["checkpoint"] = trained
+        info["checkpoint"] = {**trained, "snapshot": _snapshot(trained)}
     if args.format == "json":
         print(json.dumps(info, indent=2, default=str))
         return
@@ -406,7 +496,8 @@ def _info(args) -> None:
         f"[bold]{card.name}[/bold]  ({card.family}, {card.paper.short})",
         f"paper        {card.paper.cite()}",
         f"url          {card.url}",
-        f"dataset      {card.dataset}, {card.num_classes} classes, native input {'x'.join(map(str, card.input_size))}",
+        f"dataset      {card.dataset}, {_plural(card.num_classes, 'class', 'classes')}, native input "
+        f"{'x'.join(map(str, card.input_size))}",
         f"parameters   {info['computed']['params']:,} computed"
         + (f"; paper: {_reported(card)} ({card.params_source})" if card.params is not None else "; paper: not stated")
         + (f"; {cnnzoo.count_params(model, exclude_norm=True):,} computed without batch norm, as the paper counts"
@@ -426,8 +517,7 @@ def _info(args) -> None:
     if trained is not None:
         last = trained["last_epoch"] or {}
         lines.append(f"checkpoint   {trained['file']}: trained on {trained['data']} with the {trained['recipe']} "
-                     f"recipe, {trained['epochs_done']} epochs ({trained['step']} steps); options "
-                     f"{trained['model_options']}"
+                     f"recipe; {_snapshot(trained)}; options {trained['model_options']}"
                      + (f"; last val top-1 error {last['val_top1_err']:.2f}%" if last else "")
                      + (f", best {trained['best_val_top1_err']:.2f}%" if trained["best_val_top1_err"] is not None
                         else ""))
@@ -453,7 +543,7 @@ def _claims(args) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} claims of the lecture, recomputed", show_lines=True)
+    table = Table(title=f"{_plural(len(rows), 'claim')} of the lecture, recomputed", show_lines=True)
     for column in ("claim", "lecture", "computed", "verdict"):
         table.add_column(column)
     for r in rows:
@@ -470,6 +560,8 @@ def _summary(args) -> None:
         shown = "" if value is None else " " + ("x".join(map(str, value)) if argument == "input" else str(value))
         return {"batch": "--batch", "input": "--input"}[argument] + shown
 
+    if args.measure and args.mode != "eval":  # the library's own refusal would advise mode='eval'
+        raise ValueError("--measure runs an inference pass, so it needs --mode eval (the default)")
     try:
         source = _from_checkpoint(args.name)
         name, options = source[:2] if source is not None else (args.name, {})
@@ -500,10 +592,10 @@ def _summary(args) -> None:
 
 
 def _compare(args) -> None:
-    from cnnzoo.analysis.compare import PLOT_FORMATS, compare, plot
+    from cnnzoo.analysis.compare import compare, plot
 
-    if args.plot is not None and not args.plot.lower().endswith(PLOT_FORMATS):
-        raise ValueError(f"cannot plot to {args.plot!r}: expected a .png or .svg file name")
+    if args.plot is not None:
+        _check_plot_target(args.plot)  # before computing (the whole zoo takes a while), not after
     rows = compare(args.names or None, dataset=args.dataset)
     if args.plot is not None:  # before printing, so a failed plot prints nothing but its error
         left_off = plot(rows, args.plot)
@@ -515,7 +607,8 @@ def _compare(args) -> None:
     else:
         from rich.table import Table
 
-        table = Table(title=f"{len(rows)} models at their native inputs, batch 1 (sorted by year, then MACs)")
+        table = Table(title=f"{_plural(len(rows), 'model')} at their native inputs, batch 1 (sorted by year, "
+                            f"then MACs)")
         for column in ["name", "family", "year", "dataset", "input", "params", "MACs", "activations", "depth",
                        "top-1 err", "top-5 err"]:
             table.add_column(column, justify="left" if column in ("name", "family", "dataset", "input") else "right")
@@ -526,10 +619,35 @@ def _compare(args) -> None:
                           "-" if r.top5_err is None else f"{r.top5_err:g}%")
         _console().print(table)
     if args.plot is not None:
-        note = f"wrote {args.plot}: {len(rows) - len(left_off)} ImageNet models with a reported top-1 error"
+        shown = _plural(len(rows) - len(left_off), "ImageNet model")
+        note = f"wrote {args.plot}: {shown} with a reported top-1 error"
         if left_off:
             note += f"; left off ({len(left_off)}, other dataset or no top-1 error): {', '.join(left_off)}"
         print(note, file=sys.stderr)
+
+
+def _check_plot_target(path: str) -> None:
+    """What `plot` would refuse after the rows are computed, refused before: the file type, a missing matplotlib
+    (the plot extra), a folder that does not exist."""
+    import os
+
+    from cnnzoo.analysis.compare import PLOT_FORMATS, PlotUnavailable
+
+    if not path.lower().endswith(PLOT_FORMATS):
+        raise ValueError(f"cannot plot to {path!r}: expected a .png or .svg file name")
+    try:
+        import matplotlib.figure  # noqa: F401
+        import matplotlib.ticker  # noqa: F401
+    except ImportError:
+        raise PlotUnavailable("plotting needs matplotlib: pip install 'cnnzoo[plot]'") from None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
+
+
+def _plural(count: int, word: str, words: str | None = None) -> str:
+    """"1 epoch", "30 epochs", "1,442 images": a count with its noun in agreement."""
+    return f"{count:,} {word if count == 1 else words or word + 's'}"
 
 
 def _macs(value: int) -> str:
@@ -577,18 +695,11 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # --- training ---------------------------------------------------------------------------------------------------
 def _train(args) -> int:
     from dataclasses import fields
 
-    from cnnzoo.train.trainer import TrainConfig, train
-
-    from cnnzoo.data import BadImageError
-    from cnnzoo.train.trainer import STOP_STATUS
+    from cnnzoo.train.trainer import STOP_STATUS, TrainConfig, train
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     explicit = {name for name, value in given.items() if value is not UNSET and name != "settings"}
@@ -597,12 +708,7 @@ def _train(args) -> int:
     values = {name: value for name, value in given.items() if value is not UNSET}
     values["settings"] = tuple(values["settings"])
     config = TrainConfig(**values)
-    try:
-        result = train(config, console=_console(), explicit=explicit)
-    except BadImageError as err:  # the library's advice names the Python argument; here it is the flag
-        raise ValueError(f"cannot decode {err.path}: {err.reason}; replace or delete the file, or pass "
-                         f"--skip-bad-images to skip undecodable files (listed in the run folder's "
-                         f"skipped_images.txt)") from None
+    result = train(config, console=_console(), explicit=explicit)  # a BadImageError is worded by _in_cli_terms
     return STOP_STATUS.get(result.stopped, 0)
 
 
@@ -613,10 +719,12 @@ def _eval(args) -> None:
                                   device=args.device, data_root=args.data_root, download=args.download)
     if args.format == "json":
         print(json.dumps(report, indent=2))
+        _warn_unseen_tta(args.tta, report["members"])
         return
     from rich.table import Table
 
-    table = Table(title=f"{args.data} test split, {report['images']:,} images, test-time augmentation: {args.tta}")
+    table = Table(title=f"{args.data} test split, {_plural(report['images'], 'image')}, test-time augmentation: "
+                        f"{args.tta}")
     for column, justify in (("checkpoint", "left"), ("model", "left"), ("top-1 error", "right"),
                             ("top-5 error", "right")):
         table.add_column(column, justify=justify)
@@ -626,6 +734,19 @@ def _eval(args) -> None:
         e = report["ensemble"]
         table.add_row(f"ensemble of {len(report['members'])}", "", f"{e['top1_err']:.2f}%", f"{e['top5_err']:.2f}%")
     _console().print(table)
+    _warn_unseen_tta(args.tta, report["members"])
+
+
+def _warn_unseen_tta(tta: str, members: list[dict]) -> None:
+    """One line on stderr when the test-time augmentation shows views a run's training never showed it."""
+    unseen = [m for m in members if m["tta_unseen"]]
+    if not unseen:
+        return
+    views = " and ".join(dict.fromkeys(v for m in unseen for v in m["tta_unseen"]))
+    runs = "; ".join(f"{m['checkpoint']} ({', '.join(m['trained_augmentation']) or 'no augmentation'})"
+                     for m in unseen)
+    print(f"cnnzoo eval: warning: --tta {tta} shows {views}, which training never did for {runs} (the run's "
+          f"augmentation); the error may be higher than without --tta", file=sys.stderr)
 
 
 def _recipes(args) -> None:
@@ -677,9 +798,9 @@ def _schedule_text(s) -> str:
         factors = "/".join(f"{f:g}" for f in s.factors) if s.factors else f"{s.gamma:g} each"
         return f"x{factors} at {at} of training"
     if s.kind == "step":
-        return f"x{s.gamma:g} every {s.every:g} epochs"
+        return f"x{s.gamma:g} every {s.every:g} epoch{'' if s.every == 1 else 's'}"
     if s.kind == "exponential":
-        return f"x{s.gamma:g} per {s.every:g} epochs, smoothly"
+        return f"x{s.gamma:g} per {s.every:g} epoch{'' if s.every == 1 else 's'}, smoothly"
     if s.kind == "poly":
         return f"poly to 0, power {s.power:g}"
     if s.kind == "cosine":
@@ -689,3 +810,7 @@ def _schedule_text(s) -> str:
         cap = f", at most {s.max_reductions} times" if s.max_reductions is not None else ""
         return f"x{s.gamma:g} when the {watched} plateaus (patience {s.patience}){cap}"
     return "constant"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
