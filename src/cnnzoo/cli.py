@@ -379,12 +379,9 @@ def _training_failure():
 
 def _meta_build(name: str, options: dict):
     """The model's architecture on the meta device: shapes only, no memory, no initialisation."""
-    import torch
+    from cnnzoo.analysis.counting import meta_model
 
-    from cnnzoo.analysis.profile import _SkipInit
-
-    with torch.device("meta"), _SkipInit():
-        return cnnzoo.create_model(name, **options)
+    return meta_model(name, **options)
 
 
 def _list(args) -> None:

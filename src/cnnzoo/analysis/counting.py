@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-__all__ = ["NORM_LAYERS", "count_params", "registered_params"]
+__all__ = ["NORM_LAYERS", "count_params", "meta_model", "registered_params"]
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -68,14 +68,20 @@ def registered_params(names: list[str], *, cache: bool = True) -> dict[str, int]
     return {n: counts[n] for n in names}
 
 
-def _meta_count(name: str) -> int:
+def meta_model(name: str, **options) -> nn.Module:
+    """`create_model(name, **options)` on the meta device with its initialisers skipped: the architecture, its
+    shapes and parameter counts, without memory or the initialisers' meta kernels (slow: some are Python)."""
     import torch
 
     from cnnzoo.analysis.profile import _SkipInit
     from cnnzoo.registry import create_model
 
-    with torch.device("meta"), _SkipInit():  # shapes only: no memory, no initialisers (slow on meta)
-        return count_params(create_model(name))
+    with torch.device("meta"), _SkipInit():
+        return create_model(name, **options)
+
+
+def _meta_count(name: str) -> int:
+    return count_params(meta_model(name))
 
 
 def cache_dir() -> Path:
