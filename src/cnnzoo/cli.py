@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import cnnzoo
 from cnnzoo.registry import DATASET_CLASSES  # data only: importing the registry does not import torch
+from cnnzoo.words import plural
 
 EPILOG_LIST = """examples:
   cnnzoo list
@@ -412,7 +413,7 @@ def _list(args) -> None:
     else:
         from rich.table import Table
 
-        table = Table(title=_plural(len(rows), "model"))
+        table = Table(title=plural(len(rows), "model"))
         for column, justify in [("name", "left"), ("family", "left"), ("year", "right"), ("dataset", "left"),
                                 ("input", "left"), ("params", "right"), ("paper", "right"), ("torchvision", "left")]:
             table.add_column(column, justify=justify)
@@ -447,12 +448,12 @@ def _from_checkpoint(text: str):
 def _snapshot(trained: dict) -> str:
     """When in its run a checkpoint was taken: "the snapshot after epoch 20 of 30 (900 steps), ..."."""
     done, planned, into = trained["epochs_done"], trained["epochs_planned"], trained["batches_into_next_epoch"]
-    steps = _plural(trained["step"], "step") if trained["step"] is not None else "steps unknown"
+    steps = plural(trained["step"], "step") if trained["step"] is not None else "steps unknown"
     of = f" of {planned}" if planned else ""
     if into:
-        when = f"the snapshot {_plural(into, 'batch', 'batches')} into epoch {done + 1}{of} ({steps})"
+        when = f"the snapshot {plural(into, 'batch', 'batches')} into epoch {done + 1}{of} ({steps})"
     elif planned and done >= planned:
-        when = f"the end of training: all {_plural(done, 'epoch')} ({steps})"
+        when = f"the end of training: all {plural(done, 'epoch')} ({steps})"
     elif done == 0:
         when = f"the snapshot before the first epoch{of} ended ({steps})"
     else:
@@ -493,7 +494,7 @@ def _info(args) -> None:
         f"[bold]{card.name}[/bold]  ({card.family}, {card.paper.short})",
         f"paper        {card.paper.cite()}",
         f"url          {card.url}",
-        f"dataset      {card.dataset}, {_plural(card.num_classes, 'class', 'classes')}, native input "
+        f"dataset      {card.dataset}, {plural(card.num_classes, 'class', 'classes')}, native input "
         f"{'x'.join(map(str, card.input_size))}",
         f"parameters   {info['computed']['params']:,} computed"
         + (f"; paper: {_reported(card)} ({card.params_source})" if card.params is not None else "; paper: not stated")
@@ -540,7 +541,7 @@ def _claims(args) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"{_plural(len(rows), 'claim')} of the lecture, recomputed", show_lines=True)
+    table = Table(title=f"{plural(len(rows), 'claim')} of the lecture, recomputed", show_lines=True)
     for column in ("claim", "lecture", "computed", "verdict"):
         table.add_column(column)
     for r in rows:
@@ -604,7 +605,7 @@ def _compare(args) -> None:
     else:
         from rich.table import Table
 
-        table = Table(title=f"{_plural(len(rows), 'model')} at their native inputs, batch 1 (sorted by year, "
+        table = Table(title=f"{plural(len(rows), 'model')} at their native inputs, batch 1 (sorted by year, "
                             f"then MACs)")
         for column in ["name", "family", "year", "dataset", "input", "params", "MACs", "activations", "depth",
                        "top-1 err", "top-5 err"]:
@@ -616,7 +617,7 @@ def _compare(args) -> None:
                           "-" if r.top5_err is None else f"{r.top5_err:g}%")
         _console().print(table)
     if args.plot is not None:
-        shown = _plural(len(rows) - len(left_off), "ImageNet model")
+        shown = plural(len(rows) - len(left_off), "ImageNet model")
         note = f"wrote {args.plot}: {shown} with a reported top-1 error"
         if left_off:
             note += f"; left off ({len(left_off)}, other dataset or no top-1 error): {', '.join(left_off)}"
@@ -640,11 +641,6 @@ def _check_plot_target(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
-
-
-def _plural(count: int, word: str, words: str | None = None) -> str:
-    """"1 epoch", "30 epochs", "1,442 images": a count with its noun in agreement."""
-    return f"{count:,} {word if count == 1 else words or word + 's'}"
 
 
 def _macs(value: int) -> str:
@@ -720,7 +716,7 @@ def _eval(args) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"{args.data} test split, {_plural(report['images'], 'image')}, test-time augmentation: "
+    table = Table(title=f"{args.data} test split, {plural(report['images'], 'image')}, test-time augmentation: "
                         f"{args.tta}")
     for column, justify in (("checkpoint", "left"), ("model", "left"), ("top-1 error", "right"),
                             ("top-5 error", "right")):

@@ -53,6 +53,7 @@ from cnnzoo.train.evaluate import predict, topk_correct
 from cnnzoo.train.health import Health, TrainingDiverged
 from cnnzoo.train.runfolder import RunFolder, RunFolderError
 from cnnzoo.train.threads import ThreadChoice, available_cores, cpu_candidates, measure_threads
+from cnnzoo.words import plural
 
 __all__ = ["TrainConfig", "train", "TrainingDiverged", "RunResult", "resolve_device", "RESUME_KEEPS", "STOP_STATUS"]
 
@@ -404,7 +405,7 @@ class _Saver:
         if self.good is None:
             kept = "No checkpoint was written before it"
         else:
-            kept = f"The last good checkpoint is {last} (step {self.good[0]}, {self.good[1]} epochs done)"
+            kept = f"The last good checkpoint is {last} (step {self.good[0]}, {plural(self.good[1], 'epoch')} done)"
         return f"{kept}; try a lower --lr"
 
     def due(self) -> bool:
@@ -737,13 +738,14 @@ def _data(config, card, recipe, device, ddp):
     train_data = load_dataset(config.data, "train", root=root, download=config.download)
     test_data = load_dataset(config.data, "test", root=root, download=config.download)
     if len(train_data.classes) < 2:
-        raise ValueError(f"{config.data} has {len(train_data.classes)} class; training needs at least 2")
+        raise ValueError(f"{config.data} has {plural(len(train_data.classes), 'class', 'classes')}; training needs "
+                         f"at least 2")
     val_data = None
     if config.val_split:
         train_data, val_data = hold_out(train_data, config.val_split)
     if recipe.batch_size > len(train_data):
         raise ValueError(f"batch size {recipe.batch_size} is larger than {config.data}'s training set "
-                         f"({len(train_data):,} images); pass a smaller --batch-size")
+                         f"({plural(len(train_data), 'image')}); pass a smaller --batch-size")
     augment = Augment.from_names(recipe.augmentation, size=card.input_size[1:]) if recipe.augmentation else None
     mode = fit_mode(train_data, card.input_size)
     train_data = fit(train_data, card.input_size, mode=mode, augment=augment)  # a folder loads at what it needs
@@ -886,11 +888,11 @@ class _Console:
         recipe = run.recipe
         self.console.print(
             f"{what} {run.card.name} on {run.config.data} ({len(run.train_data):,} train / {len(run.test_data):,} "
-            f"test images, {len(run.train_data.classes)} classes) with the {recipe.name} recipe: {recipe.epochs} "
-            f"epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr:g}; {run.device}{procs}, "
+            f"test images, {plural(len(run.train_data.classes), 'class', 'classes')}) with the {recipe.name} recipe: "
+            f"{plural(recipe.epochs, 'epoch')}, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.lr:g}; {run.device}{procs}, "
             f"{run.threads.describe()}; run folder {run.out}", highlight=False)
         if folder.removed_tmp:
-            self.console.print(f"removed {len(folder.removed_tmp)} temporary file(s) an interrupted write left in "
+            self.console.print(f"removed {plural(len(folder.removed_tmp), 'temporary file')} an interrupted write left in "
                                f"{run.out}", highlight=False)
 
     @contextmanager
@@ -924,11 +926,11 @@ class _Console:
             self.console.print(f"stopped by {result.stopped} at step {result.step}; {saved}; "
                                f"continue with --resume --out {result.out}", highlight=False)
         elif result.stopped == "max_steps":
-            self.console.print(f"stopped after {result.step} steps (--max-steps); saved {result.out / 'last.pt'}",
+            self.console.print(f"stopped after {plural(result.step, 'step')} (--max-steps); saved {result.out / 'last.pt'}",
                                highlight=False)
         else:
             best = f"; best val top-1 error {result.best_top1_err:.2f}%" if result.best_top1_err is not None else ""
             test = (f"; test top-1 error {result.test['test_top1_err']:.2f}%, top-5 {result.test['test_top5_err']:.2f}%"
                     f" (last epoch)" if result.test else "")
-            self.console.print(f"done: {result.epochs_done} epochs, {result.step} steps{best}{test}; {result.out}",
+            self.console.print(f"done: {plural(result.epochs_done, 'epoch')}, {plural(result.step, 'step')}{best}{test}; {result.out}",
                                highlight=False)
