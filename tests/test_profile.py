@@ -480,7 +480,7 @@ def test_summary_markdown_and_csv(capsys):
     (["--input", "224x224x3x1"], "expected CxHxW, e.g. 3x224x224"),
     (["--batch", "0"], "at least 1"),
     (["--input", "3x8x8"], "too small"),
-    (["--mode", "train", "--measure"], "mode='eval'"),
+    (["--mode", "train", "--measure"], "--mode eval"),
 ])
 def test_summary_bad_input_is_one_line_and_exit_2(args, message, capsys):
     code, out, err = run_main(["summary", "vgg16", *args], capsys)
