@@ -353,3 +353,12 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+
+
+@pytest.mark.parametrize("setting, shown", [("foo=1", "settable: optimizer, lr"), ("name=x", "settable: optimizer"),
+                                            ("schedule.foo=1", "schedule.kind")])
+def test_set_names_only_what_can_be_set(tmp_path, capsys, monkeypatch, setting, shown):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "lenet5", "--data", "fake", "--set", setting, "--quiet"]) == 2
+    line = _one_line(capsys)
+    assert shown in line and "notes" not in line and "source" not in line, line

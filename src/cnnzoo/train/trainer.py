@@ -679,17 +679,30 @@ def _resumed_config(given: TrainConfig, stored: dict, out: Path, explicit: set[s
     return config
 
 
+# Recipe fields that describe the recipe rather than set it: --set does not change them.
+_NOT_SETTABLE = ("name", "family", "dataset", "init", "source", "assumed", "notes")
+
+
 def apply_settings(recipe, settings):
     """The recipe with KEY=VALUE changes: numbers, true/false, none, comma-separated lists for the list fields,
     `schedule.FIELD=...` for the schedule's fields. The recipe validates names and values."""
+    from cnnzoo.train.recipes import Schedule
+
     changes: dict = {}
     schedule: dict = {}
+    settable = [f.name for f in fields(recipe) if f.name not in _NOT_SETTABLE]
     for item in settings:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE, e.g. dropout=0.3 or schedule.kind=cosine; got {item!r}")
         target, name = (schedule, key[len("schedule."):]) if key.startswith("schedule.") else (changes, key)
+        known = [f.name for f in fields(Schedule)] if target is schedule else settable
+        if name not in known:
+            prefix = "schedule." if target is schedule else ""
+            raise ValueError(f"--set {key}: no such setting; settable: "
+                             + ", ".join(prefix + k for k in known if k != "schedule")
+                             + ("" if target is schedule else ", schedule.FIELD"))
         current = getattr(recipe.schedule if target is schedule else recipe, name, None)
         target[name] = _setting(text.strip(), as_list=isinstance(current, tuple))
     if schedule:
