@@ -7,7 +7,8 @@ idle with the thread count measured at start-up (the baseline), then with `--hog
 (pure Python loops, one core each), once with the measured choice and once pinned to torch's default (one thread
 per core, what a run used before the choice was measured). It prints images/s of each and the ratios to the idle
 run; the goal is at least 0.4x the idle speed with one core busy. Run it on a machine with nothing else running:
-its baseline is the idle run. Ctrl-C or SIGTERM stops it with the rows measured so far.
+its baseline is the idle run. Ctrl-C or SIGTERM stops it at once with the rows measured so far, marked partial
+(exit status 130 or 143).
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import csv
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-HOG = "while True:\n    pass\n"
+from stopping import Stop, Stopped
+
+HOG = "try:\n    while True:\n        pass\nexcept KeyboardInterrupt:\n    pass\n"  # a group's Ctrl-C ends it quietly
 
 
 def cpu_name() -> str:
@@ -66,13 +68,7 @@ def main() -> int:
     default = torch.get_num_threads()
     rows: list[tuple[str, float, str]] = []
     hogs: list[subprocess.Popen] = []
-    stop = []
-
-    def on_signal(signum, frame):
-        stop.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = Stop()
     print(f"{cpu_name()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, default {default} threads; "
           f"{args.model} on {args.data}, fast recipe, {args.epochs} epochs", flush=True)
     try:
@@ -85,19 +81,20 @@ def main() -> int:
             rows.append((f"{args.hogs} core(s) busy, measured choice", speed, how))
             speed, how = run(args, Path(tmp) / "busy-default", default)
             rows.append((f"{args.hogs} core(s) busy, torch's default ({default})", speed, how))
-    except KeyboardInterrupt:
-        print("stopped: the rows below are what was measured before the signal", flush=True)
+    except Stopped:
+        pass
     finally:
         for hog in hogs:
             hog.kill()
             hog.wait()
+    stop.done()
+    if stop.partial:
+        print(stop.banner(f"{len(rows)} of 3 runs measured"), flush=True)
     base = rows[0][1] if rows else None
     print(f"{'run':<40} {'images/s':>10} {'x idle':>8}  threads")
     for name, speed, how in rows:
         print(f"{name:<40} {speed:>10,.0f} {speed / base:>8.2f}  {how}")
-    if stop or len(rows) < 3:
-        return 128 + (stop[0] if stop else signal.SIGINT)
-    return 0
+    return stop.status
 
 
 if __name__ == "__main__":

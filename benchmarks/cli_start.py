@@ -4,10 +4,12 @@
     python benchmarks/cli_start.py --reps 11 --cold 3
 
 Each repetition runs every command once, in turn (so a change in the machine's load touches them all alike); the
-median wall time of each is reported with its ratio to the torch import. Goals (issue "CLI starts slowly"):
+median wall time of each is reported with its ratio to the torch import. Goals:
 `cnnzoo --help` within 0.3 s of the torch import alone, `cnnzoo list` (the whole zoo) under 1.5x the torch import.
 `list` is timed with a warm parameter-count cache (the usual case: the cache is filled by the first `list` after
 the package's source changes) and, `--cold` times, with an empty one, which builds every model on the meta device.
+Ctrl-C or SIGTERM stops it at once with the medians of the repetitions done so far, marked partial (exit status
+130 or 143).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from stopping import Stop, Stopped
 
 
 def cpu_model() -> str:
@@ -49,27 +53,38 @@ def main() -> int:
     args = parser.parse_args()
     python = sys.executable
     exe = str(Path(python).with_name("cnnzoo"))
-    with tempfile.TemporaryDirectory() as warm_dir:
-        env = {**os.environ, "CNNZOO_CACHE": warm_dir}
-        commands = {
-            "python -c 'import torch'": [python, "-c", "import torch"],
-            "cnnzoo --help": [exe, "--help"],
-            "cnnzoo list --help": [exe, "list", "--help"],
-            "cnnzoo list": [exe, "list"],
-        }
-        timed(commands["cnnzoo list"], env)  # fills the cache (and the OS's file cache for every command)
-        times = {label: [] for label in commands}
-        for _ in range(args.reps):
-            for label, argv in commands.items():
-                times[label].append(timed(argv, env))
-        cold = []
-        for _ in range(args.cold):
-            with tempfile.TemporaryDirectory() as empty:
-                cold.append(timed(commands["cnnzoo list"], {**os.environ, "CNNZOO_CACHE": empty}))
+    commands = {
+        "python -c 'import torch'": [python, "-c", "import torch"],
+        "cnnzoo --help": [exe, "--help"],
+        "cnnzoo list --help": [exe, "list", "--help"],
+        "cnnzoo list": [exe, "list"],
+    }
+    stop = Stop()
+    times: dict[str, list[float]] = {label: [] for label in commands}
+    cold: list[float] = []
+    try:
+        with tempfile.TemporaryDirectory() as warm_dir:
+            env = {**os.environ, "CNNZOO_CACHE": warm_dir}
+            timed(commands["cnnzoo list"], env)  # fills the cache (and the OS's file cache for every command)
+            for _ in range(args.reps):
+                for label, argv in commands.items():
+                    times[label].append(timed(argv, env))
+            for _ in range(args.cold):
+                with tempfile.TemporaryDirectory() as empty:
+                    cold.append(timed(commands["cnnzoo list"], {**os.environ, "CNNZOO_CACHE": empty}))
+    except Stopped:
+        pass
+    stop.done()
+    reps = min(len(values) for values in times.values())  # whole repetitions only: each touches every command
+    times = {label: values[:reps] for label, values in times.items()}
+    if stop.partial:
+        print(stop.banner(f"{reps} of {args.reps} repetitions and {len(cold)} of {args.cold} cold lists done"))
+    if not reps:
+        return stop.status
     if cold:
         times["cnnzoo list (empty cache)"] = cold
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; load average {os.getloadavg()[0]:.2f}; "
-          f"Python {platform.python_version()}; {args.reps} repetitions")
+          f"Python {platform.python_version()}; {reps} repetitions")
     base = statistics.median(times["python -c 'import torch'"])
     print(f"{'command':<28} {'median s':>9} {'min s':>7} {'max s':>7} {'x torch':>8} {'- torch s':>10}")
     for label, values in times.items():
@@ -81,7 +96,7 @@ def main() -> int:
     print(f"goal: --help within 0.3 s of the torch import: {help_over:+.3f} s -> "
           f"{'met' if help_over <= 0.3 else 'MISSED'}")
     print(f"goal: list under 1.5x the torch import: {list_ratio:.2f}x -> {'met' if list_ratio < 1.5 else 'MISSED'}")
-    return 0
+    return stop.status
 
 
 if __name__ == "__main__":

@@ -3,21 +3,24 @@
     python benchmarks/data_pipeline.py [--device cuda] [--batch 128] [--augment crop_pad4,flip]
 
 Uses a CIFAR-sized random dataset (50,000 x 3x32x32 uint8), so it needs no download. On CUDA the figure is
-taken with synchronisation after every epoch (the loader itself never synchronises).
+taken with synchronisation after every epoch (the loader itself never synchronises). Ctrl-C or SIGTERM stops it
+at once with the epochs timed so far, marked partial (exit status 130 or 143).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
 
 from cnnzoo.data import Augment, BatchLoader, ImageData
+from stopping import Stop, Stopped
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=128)
@@ -41,22 +44,32 @@ def main() -> None:
     loader = BatchLoader(data, args.batch, train=True, augment=augment, seed=0, device=args.device)
     sync = torch.cuda.synchronize if loader.device.type == "cuda" else (lambda: None)
 
-    for x, _ in loader:  # warm-up epoch
-        pass
-    per_batch = []
-    for _ in range(args.epochs):
-        sync()
-        start = time.perf_counter()
-        for x, _ in loader:
+    stop = Stop()
+    per_batch, x = [], None
+    try:
+        for x, _ in loader:  # warm-up epoch
             pass
-        sync()
-        per_batch.append((time.perf_counter() - start) / len(loader))
+        for _ in range(args.epochs):
+            sync()
+            start = time.perf_counter()
+            for x, _ in loader:
+                pass
+            sync()
+            per_batch.append((time.perf_counter() - start) / len(loader))
+    except Stopped:
+        pass
+    stop.done()
+    if stop.partial:
+        print(stop.banner(f"{len(per_batch)} of {args.epochs} timed epochs done"))
+    if not per_batch:
+        return stop.status
     ms = statistics.median(per_batch) * 1e3
     print(f"device {loader.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch "
           f"{args.batch}, {args.size}x{args.size} -> {tuple(x.shape[-2:])}, augment {names or 'none'}")
-    print(f"{ms:.3f} ms/batch (median of {args.epochs} epochs of {len(loader)} batches), "
+    print(f"{ms:.3f} ms/batch (median of {len(per_batch)} epochs of {len(loader)} batches), "
           f"{args.batch / ms * 1e3:,.0f} images/s")
+    return stop.status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

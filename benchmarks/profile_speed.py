@@ -6,9 +6,11 @@
 
 Both tools are timed on the same models at their native inputs, each given the same model already built (the
 ratio compares like with like). Ours is also timed as `cnnzoo summary` uses it: by name, building the model on
-the meta device included (that column gives the whole-zoo total). Each figure is the best of `--repeat` runs, after one warm-up
-call of each tool. The goals (issue 6): the whole zoo at batch 1 in under 10 s, each model at least 10x faster
+the meta device included (that column gives the whole-zoo total). Each figure is the best of `--repeat` runs, after
+one warm-up call of each tool. The goals: the whole zoo at batch 1 in under 10 s, each model at least 10x faster
 than torchinfo at batch 1 and 224x224, and far faster at large batches, where the real run grows and ours must not.
+Ctrl-C or SIGTERM stops it at once with the totals of the rows measured so far, marked partial (exit status 130 or
+143).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import warnings
 import torch
 
 import cnnzoo
+from stopping import Stop, Stopped
 
 
 def best_time(fn, repeat: int) -> float:
@@ -69,14 +72,29 @@ def main() -> int:
     if not names:
         print(f"no model matches {args.patterns}", file=sys.stderr)
         return 2
-    time_models("resnet20", 1, 1, torchinfo)  # warm-up: imports and first-call set-up of both tools
+    stop = Stop()
+    rows = []  # (name, batch, ours by name, ours on the built model, torchinfo)
+    large = [n for n in args.large if n in names]
+    try:
+        measure(names, large, args, torchinfo, rows)
+    except Stopped:
+        pass
+    stop.done()
+    if stop.partial:
+        print(stop.banner(f"{len(rows)} of {len(names) + len(large)} rows measured; the totals below are theirs"))
+    if rows:
+        report(rows, args.large_batch, partial=stop.partial)
+    return stop.status
 
+
+def measure(names: list[str], large: list[str], args, torchinfo, rows: list) -> None:
+    """Time each model (at batch 1, then the `large` ones at --large-batch), print its row, append it to `rows`."""
+    time_models("resnet20", 1, 1, torchinfo)  # warm-up: imports and first-call set-up of both tools
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads"
           + (f", torchinfo {torchinfo.__version__}" if torchinfo else ""))
     print(f"{'model':<28} {'input':>11} {'batch':>5} {'by name ms':>10} {'cnnzoo ms':>10} {'torchinfo ms':>12} "
           f"{'ratio':>7}")
-    rows = []  # (name, batch, ours by name, ours on the built model, torchinfo)
-    for batch, group in [(1, names), (args.large_batch, [n for n in args.large if n in names])]:
+    for batch, group in [(1, names), (args.large_batch, large)]:
         for name in group:
             by_name, ours, theirs, note = time_models(name, batch, args.repeat, torchinfo)
             rows.append((name, batch, by_name, ours, theirs))
@@ -86,9 +104,14 @@ def main() -> int:
             print(f"{name:<28} {size:>11} {batch:>5} {by_name * 1e3:10.1f} {ours * 1e3:10.1f} {shown} {ratio:>7} "
                   f"{note}", flush=True)
 
+
+def report(rows: list, large_batch: int, partial: bool) -> None:
+    """The totals and ratios over `rows` (`partial`: a stop came first, they are not the whole selection)."""
     at_one = [r for r in rows if r[1] == 1]
     total = sum(r[2] for r in at_one)
-    print(f"\nwhole zoo at batch 1 ({len(at_one)} models): cnnzoo {total:.2f} s by name (goal < 10 s)", end="")
+    scope = f"the {len(at_one)} models measured at batch 1" if partial else \
+        f"whole selection at batch 1 ({len(at_one)} models)"
+    print(f"\n{scope}: cnnzoo {total:.2f} s by name" + ("" if partial else " (goal for the zoo < 10 s)"), end="")
     timed = [r for r in at_one if r[4]]
     if timed:
         print(f", torchinfo {sum(r[4] for r in timed):.2f} s on the {len(timed)} it summarised")
@@ -99,10 +122,9 @@ def main() -> int:
                   f"median {sorted(r[4] / r[3] for r in imagenet)[len(imagenet) // 2]:.1f}x")
         large = [r for r in rows if r[1] != 1 and r[4]]
         if large:
-            print(f"batch {args.large_batch}: ratios " + ", ".join(f"{r[0]} {r[4] / r[3]:.0f}x" for r in large))
+            print(f"batch {large_batch}: ratios " + ", ".join(f"{r[0]} {r[4] / r[3]:.0f}x" for r in large))
     else:
         print()
-    return 0
 
 
 if __name__ == "__main__":

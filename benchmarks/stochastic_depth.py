@@ -11,7 +11,8 @@ meta device) weighted by its survival probability, against the whole network's.
 
     python benchmarks/stochastic_depth.py --model resnet110 --batch 128 --steps 20 --survival 0.5 --warmup 3
 
-On a CPU shared with other work, --threads 1 avoids the stalls of threads waiting for each other.
+On a CPU shared with other work, --threads 1 avoids the stalls of threads waiting for each other. Ctrl-C or
+SIGTERM stops it at once and prints the rounds timed so far, marked partial (exit status 130 or 143).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -29,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
 from cnnzoo.layers import StochasticDepth
+from stopping import Stop, Stopped
 
 
 def residual_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -84,27 +87,8 @@ def count_kept_blocks(model: torch.nn.Module) -> list[int]:
     return record
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet110", help="a registered residual network with survival_prob")
-    parser.add_argument("--batch", type=int, default=128, help="images per training step (the paper: 128)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per network")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per network first (at least 1)")
-    parser.add_argument("--survival", type=float, default=0.5, help="p_L, the last block's survival probability")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    if args.batch < 1 or args.steps < 1 or args.warmup < 1:
-        # at least one warm-up step: the first forward at a new input size runs create_model's input check
-        parser.error("--batch, --steps and --warmup must be at least 1")
-    if not 0.0 < args.survival < 1.0:
-        parser.error(f"--survival must be in (0, 1) to compare against 1.0, got {args.survival}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
+def build(args, device: torch.device, parser) -> tuple:
+    """The two networks with the same weights, and one training step of each: (card, {label: step}, kept)."""
     try:
         card = cnnzoo.model_card(args.model)
         nets = {"constant depth": cnnzoo.create_model(args.model),
@@ -133,25 +117,61 @@ def main() -> None:
             return (time.perf_counter() - start) * 1e3
 
         steps[label] = step
+    return card, steps, kept
 
-    for _ in range(args.warmup):
-        for step in steps.values():
-            step()
-    kept[:] = [0]
-    times = {label: [] for label in steps}
-    for i in range(args.steps):
-        order = list(steps) if i % 2 == 0 else list(reversed(steps))  # alternate who goes first
-        for label in order:
-            times[label].append(steps[label]())
-            if label == "stochastic depth":
-                kept.append(0)
-    kept.pop()  # the entry opened after the last step
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet110", help="a registered residual network with survival_prob")
+    parser.add_argument("--batch", type=int, default=128, help="images per training step (the paper: 128)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per network")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per network first (at least 1)")
+    parser.add_argument("--survival", type=float, default=0.5, help="p_L, the last block's survival probability")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.batch < 1 or args.steps < 1 or args.warmup < 1:
+        # at least one warm-up step: the first forward at a new input size runs create_model's input check
+        parser.error("--batch, --steps and --warmup must be at least 1")
+    if not 0.0 < args.survival < 1.0:
+        parser.error(f"--survival must be in (0, 1) to compare against 1.0, got {args.survival}")
+    stop = Stop()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    times: dict[str, list[float]] = {"constant depth": [], "stochastic depth": []}  # ms per step
+    kept = [0]
+    try:
+        card, steps, kept = build(args, device, parser)
+        for _ in range(args.warmup):
+            for step in steps.values():
+                step()
+        kept[:] = [0]
+        for i in range(args.steps):
+            order = list(steps) if i % 2 == 0 else list(reversed(steps))  # alternate who goes first
+            for label in order:
+                times[label].append(steps[label]())
+                if label == "stochastic depth":
+                    kept.append(0)
+    except Stopped:
+        pass
+    stop.done()
+    rounds = min(len(t) for t in times.values())  # a stop may leave one network a step ahead
+    times = {label: t[:rounds] for label, t in times.items()}
+    del kept[rounds:]  # the entry opened after the last step, or a stopped step's count
+    console = Console()
+    if stop.partial:
+        console.print(stop.banner(f"{rounds} of {args.steps} timed rounds done"), markup=False, highlight=False)
+    if not rounds:
+        return stop.status
 
     expect = expected_compute(args.model, args.survival, card.input_size)
     base, sd = (statistics.median(times[k]) for k in ("constant depth", "stochastic depth"))
-    console = Console()
     console.print(f"[bold]{args.model}[/bold], stochastic depth p_L = {args.survival} (linear decay over "
-                  f"{expect['blocks']} blocks): {args.steps} timed training steps each after {args.warmup} warm-up, "
+                  f"{expect['blocks']} blocks): {rounds} timed training steps each after {args.warmup} warm-up, "
                   f"batch {args.batch}, {args.device}"
                   + (f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
                      if device.type == "cpu" else f" ({torch.cuda.get_device_name(device)})")
@@ -186,7 +206,8 @@ def main() -> None:
         "ratio, which a machine whose load drifts disturbs less. Table 2 of the paper: 20h42m -> 15h7m on CIFAR-10+. "
         "A dropped block still costs its shortcut, and the optimizer still updates its parameters (with zero "
         "gradients), so time saved falls short of compute saved.")
+    return stop.status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

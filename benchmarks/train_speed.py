@@ -13,14 +13,16 @@ real on-disk format (the content does not change the speed).
 - cnnzoo: `cnnzoo.train.train` itself for one epoch (the images/s of its metrics row): the data in memory as
   uint8, crops and flips on whole batches; bfloat16 autocast with --amp, channels_last with --channels-last.
 
-Throughput is images per second over a whole epoch, the first steps included on both sides. The goal
-(issue 7) is at least 1.5x for resnet20 and resnet56.
+Throughput is images per second over a whole epoch, the first steps included on both sides. The goal is at least
+1.5x for resnet20 and resnet56. Ctrl-C or SIGTERM stops it at once with the figures measured so far, marked partial
+(exit status 130 or 143).
 """
 
 from __future__ import annotations
 
 import argparse
 import pickle
+import signal
 import sys
 import tempfile
 import time
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import cnnzoo
+from stopping import Stop, Stopped
 
 
 def write_cifar(root: Path, images: int, seed: int = 0) -> None:
@@ -47,6 +50,14 @@ def write_cifar(root: Path, images: int, seed: int = 0) -> None:
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     meta = {b"label_names": [f"class{k}".encode() for k in range(10)], b"num_cases_per_batch": per}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a DataLoader worker: leave Ctrl-C and SIGTERM, which reach the whole process group, to the benchmark,
+    which shuts its workers down (torch's worker would die of a SIGTERM not sent by its parent, and the benchmark
+    would then report that death instead of the figures it has)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def conventional(name: str, root: Path, batch: int, workers: int, seed: int) -> float:
@@ -72,7 +83,8 @@ def conventional(name: str, root: Path, batch: int, workers: int, seed: int) -> 
     model = cnnzoo.create_model(name, num_classes=10).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     loader = torch.utils.data.DataLoader(Images(), batch_size=batch, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=False)
+                                         num_workers=workers, persistent_workers=False,
+                                         worker_init_fn=ignore_stop_signals)
     start, seen = time.perf_counter(), 0
     for x, y in loader:
         loss = F.cross_entropy(model(x), y)
@@ -83,14 +95,26 @@ def conventional(name: str, root: Path, batch: int, workers: int, seed: int) -> 
     return seen / (time.perf_counter() - start)
 
 
-def ours(name: str, root: Path, batch: int, amp: bool, channels_last: bool, seed: int, out: Path) -> float:
+def ours(name: str, root: Path, batch: int, amp: bool, channels_last: bool, seed: int, out: Path,
+         stop: Stop) -> float:
     from cnnzoo.train.trainer import TrainConfig, train
 
     config = TrainConfig(model=name, data="cifar10", data_root=str(root), epochs=1, batch_size=batch, lr=0.1,
                          momentum=0.9, weight_decay=1e-4, channels_last=channels_last, amp=amp, seed=seed, out=str(out),
                          quiet=True)
     result = train(config)
+    stop.check(result)  # train() takes the signals itself: a stopped run's epoch is not a figure
     return result.history[-1]["images_per_s"]
+
+
+def line(name: str, base: dict[int, float], fast: float | None) -> str:
+    """One model's figures; those not measured (the run was stopped first) are shown as -."""
+    best_w = max(base, key=base.get) if base else None
+    shown = ", ".join(f"{w} workers {v:.0f}" for w, v in base.items()) or "none measured"
+    conventional = f"{base[best_w]:.0f} img/s" if base else "-"
+    ratio = f"{fast / base[best_w]:.2f}x" if base and fast else "-"
+    return (f"{name}: conventional {conventional} ({shown}); cnnzoo {f'{fast:.0f} img/s' if fast else '-'}; "
+            f"ratio {ratio} (goal >= 1.5x)")
 
 
 def main() -> int:
@@ -106,17 +130,28 @@ def main() -> int:
           f"{args.images} images of 3x32x32; cnnzoo side: "
           + (", ".join(n for n, on in (("bfloat16 autocast", args.amp), ("channels_last", args.channels_last)) if on)
              or "float32"))
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_cifar(root, args.images)
-        for name in args.models:
-            base = {w: conventional(name, root, args.batch, w, seed=0) for w in args.workers}
-            best_w = max(base, key=base.get)
-            fast = ours(name, root, args.batch, args.amp, args.channels_last, seed=0, out=root / f"run-{name}")
-            shown = ", ".join(f"{w} workers {v:.0f}" for w, v in base.items())
-            print(f"{name}: conventional {base[best_w]:.0f} img/s ({shown}); cnnzoo {fast:.0f} img/s; "
-                  f"ratio {fast / base[best_w]:.2f}x (goal >= 1.5x)", flush=True)
-    return 0
+    stop = Stop()
+    done, name, base, fast = 0, None, {}, None  # models finished; the current one's figures so far
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            write_cifar(root, args.images)
+            for name in args.models:
+                base, fast = {}, None
+                for w in args.workers:
+                    base[w] = conventional(name, root, args.batch, w, seed=0)
+                fast = ours(name, root, args.batch, args.amp, args.channels_last, seed=0, out=root / f"run-{name}",
+                            stop=stop)
+                print(line(name, base, fast), flush=True)
+                done += 1
+    except Stopped:
+        pass
+    stop.done()
+    if stop.partial:
+        print(stop.banner(f"{done} of {len(args.models)} models measured"))
+        if name is not None and done < len(args.models):
+            print("  unfinished " + line(name, base, fast))
+    return stop.status
 
 
 if __name__ == "__main__":
