@@ -45,8 +45,9 @@ EPILOG_COMPARE = """examples:
   cnnzoo compare alexnet 'vgg*' 'resnet*' --dataset imagenet
   cnnzoo compare --dataset cifar10 --format csv
 
-Each model at its native input, batch 1, eval mode; sorted by year, then MACs. depth counts the convolution and
-linear layers that run (projection shortcuts and parallel branches included). Errors are as the papers report them,
+Each model at its native input, batch 1, eval mode; sorted by year, then MACs. depth: the most convolution and
+linear layers on any one input-to-output path of an inference pass (parallel branches count once, a projection
+shortcut is a shorter path; GoogLeNet 22, ResNet-152 152). Errors are as the papers report them,
 on the model's own dataset. The chart (PNG or SVG, needs `pip install 'cnnzoo[plot]'`) shows ImageNet models
 with a reported top-1 error: accuracy against G-MACs, bubble area proportional to parameters."""
 

@@ -52,7 +52,7 @@ class CompareRow:
     params: int
     macs: int  # per image
     activation_bytes: int  # tensors the forward creates, per image (float32)
-    depth: int  # convolution and linear layers that run in an inference pass
+    depth: int  # the most convolution and linear layers on one input-to-output path of an inference pass
     top1_err: float | None  # % as reported, on `dataset`
     top5_err: float | None
     err_source: str
