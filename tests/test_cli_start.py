@@ -16,6 +16,7 @@ from cnnzoo.analysis.counting import registered_params
 from cnnzoo.registry import _MODELS, ModelCard, Paper, UnknownModelError, model_card, register_model, suggest
 from cnnzoo.train.ensemble import tta_unseen
 from cnnzoo.train.trainer import TrainConfig, train
+from cnnzoo.words import plural
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
@@ -199,8 +200,8 @@ def test_plot_into_a_missing_folder_fails_before_computing(monkeypatch, tmp_path
 
 def test_counts_agree_with_their_nouns(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path))
-    assert cli._plural(1, "epoch") == "1 epoch" and cli._plural(1442, "image") == "1,442 images"
-    assert cli._plural(1, "class", "classes") == "1 class" and cli._plural(2, "batch", "batches") == "2 batches"
+    assert plural(1, "epoch") == "1 epoch" and plural(1442, "image") == "1,442 images"
+    assert plural(1, "class", "classes") == "1 class" and plural(2, "batch", "batches") == "2 batches"
     assert cli.main(["list", "vgg16"]) == 0
     out = capsys.readouterr().out
     assert "1 model\n" in out and "1 models" not in out

@@ -5,6 +5,7 @@ remembered by a handler installed before any of them, because an import can turn
 another error (Python wraps exceptions raised in a class body's __set_name__ in a RuntimeError).
 """
 
+import os
 import signal
 import sys
 
@@ -26,7 +27,15 @@ def main() -> int:
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
-    return cli_main()
+    code = cli_main()
+    if code == 130:
+        # Interrupted, and already said so in one line. If the Ctrl-C landed in Python code that an extension
+        # ran through PyRun_String (pybind11's py::exec, during torch's import), CPython remembers it as
+        # unhandled and, at exit, kills the process with SIGINT after all (status -2, not 130). Leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
