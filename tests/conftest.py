@@ -1,0 +1,96 @@
+"""What the whole suite shares: the CPU thread count it runs with, and which tests are slow.
+
+Threads. A test session on a CPU that other work keeps busy can slow down 50x or more with torch's default of one
+thread per core (every parallel region waits for the thread whose core is taken). So the session measures, at
+start, a small convolutional training step with each candidate count (`cnnzoo.train.threads`, the trainer's own
+choice) and runs with the fastest; `CNNZOO_TEST_THREADS=N` pins it. The header of the run says which.
+
+Slow tests, in one place. `pytest -m "not slow"` is the quick first check (under 3 minutes on 2 cores); the
+whole suite is CI's command. Slow are: the generic tests over the registry (test_models.py, test_profile.py) for
+every model but one per family, the smallest (the quick check still builds, runs and profiles every family);
+elsewhere, the per-model cases of the nets that take seconds each on the CPU (HEAVY_MODELS); the training runs
+(a real run, a resume, a signal, a second process) and the README's commands (SLOW_FILES); the registry-wide
+parameter-count check of `cnnzoo list`; and every test marked `slow` in its own file.
+"""
+
+import os
+
+import pytest
+import torch
+
+# The nets whose generic tests (forward/backward, input-range search, twins, profiles) take seconds each here:
+# measured with `pytest --durations=100` on 2 cores. The quick check covers every family through its other nets.
+HEAVY_MODELS = frozenset({
+    "resnet1202", "resnet1202_sd", "preact_resnet1001", "preact_resnet200", "densenet264", "densenet201",
+    "densenet169", "densenet161", "densenet_bc250_k24", "densenet_bc190_k40", "densenet100_k24", "inception_v4",
+    "inception_resnet_v2", "inception_resnet_v2_tf", "fractalnet40", "vgg19", "vgg19_bn", "vgg16_bn", "vgg13_bn",
+    "wide_resnet101_2", "wide_resnet50_2", "resnext101_32x8d", "resnext101_64x4d", "resnext29_16x64d",
+})
+
+# Files that are training runs or command lines from end to end: slow as a whole.
+SLOW_FILES = frozenset({"test_train.py", "test_train_safety.py", "test_readme.py", "test_threads.py"})
+# Files of generic tests over the whole registry: the quick check runs them for one model per family.
+GENERIC_FILES = frozenset({"test_models.py", "test_profile.py"})
+SLOW_TESTS = frozenset({"test_list_counts_equal_count_params_of_every_model"})
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: left out of the quick check (pytest -m 'not slow')")
+    torch.set_num_threads(_session_threads())
+
+
+def pytest_report_header(config):
+    return f"cnnzoo: torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s) ({_CHOICE[0]})"
+
+
+_CHOICE = ["torch's default"]
+
+
+def _session_threads() -> int:
+    pinned = os.environ.get("CNNZOO_TEST_THREADS")
+    if pinned:
+        _CHOICE[0] = "CNNZOO_TEST_THREADS"
+        return int(pinned)
+    from cnnzoo.train.threads import cpu_candidates, measure_threads
+
+    candidates = cpu_candidates()
+    if len(candidates) == 1:
+        _CHOICE[0] = "one core available"
+        return candidates[0]
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+                              torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(32, 10))
+    x = torch.randn(8, 3, 64, 64)
+
+    def step():
+        net(x).sum().backward()
+        net.zero_grad(set_to_none=True)
+
+    rng = torch.get_rng_state()
+    choice = measure_threads(step, candidates, budget=1.0)
+    torch.set_rng_state(rng)
+    _CHOICE[0] = choice.describe()
+    return choice.threads
+
+
+def _one_per_family() -> set[str]:
+    """Each family's model with the smallest native input (then the first name): the cheapest to run."""
+    from cnnzoo.registry import list_models, model_card
+
+    best: dict[str, tuple] = {}
+    for name in list_models():
+        card = model_card(name)
+        key = (card.input_size[1] * card.input_size[2], name)
+        best[card.family] = min(best.get(card.family, key), key)
+    return {name for _, name in best.values()}
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = pytest.mark.slow
+    quick_models = _one_per_family()
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        name = params.get("name")
+        if (item.path.name in SLOW_FILES or item.originalname in SLOW_TESTS or name in HEAVY_MODELS
+                or (item.path.name in GENERIC_FILES and isinstance(name, str) and name not in quick_models)):
+            item.add_marker(slow)
