@@ -74,6 +74,16 @@ def _session_threads() -> int:
     return choice.threads
 
 
+@pytest.fixture
+def one_thread():
+    """For files of tiny tensors (`pytestmark = pytest.mark.usefixtures("one_thread")`): one thread, since more
+    only add contention on a shared machine; the session's count is restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _one_per_family() -> set[str]:
     """Each family's model with the smallest native input (then the first name): the cheapest to run."""
     from cnnzoo.registry import list_models, model_card

@@ -19,16 +19,8 @@ from cnnzoo.data.augment import IMAGENET_EIGVAL, IMAGENET_EIGVEC, slice_params
 
 
 # torchvision 0.29+ deprecates its image codecs in favour of TorchCodec; they still work and the spec uses them
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]  # tiny tensors: one thread
 
 
 def _images(n, c=3, h=32, w=32, seed=0):

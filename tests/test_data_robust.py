@@ -18,13 +18,7 @@ from cnnzoo.data.folder import IMAGE_EXTENSIONS, decode_file
 from cnnzoo.data.loader import seed_of
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread
 
 
 def _noise(w, h, mode="RGB", seed=0):

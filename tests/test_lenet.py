@@ -23,13 +23,7 @@ PAPER_LAYER_PARAMS = {"c1": 156, "s2": 12, "c3": 1516, "s4": 32, "c5": 48_120, "
 PAPER_TOTAL_PARAMS = 60_000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread
 
 
 @pytest.fixture

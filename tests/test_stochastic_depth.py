@@ -12,14 +12,9 @@ from cnnzoo.models.resnet import Bottleneck, CifarBasicBlock, CifarResNet
 from cnnzoo.models.stochastic_depth import AvgPoolZeroPadShortcut
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add contention on a shared machine (the keep-rate test's 3,000 forwards took
-    8 minutes with two threads on a loaded two-core machine, 10 s with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# the keep-rate test's 3,000 forwards took 8 minutes with two threads on a loaded two-core machine, 10 s
+# with one
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blocks(model):
