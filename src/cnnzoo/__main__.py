@@ -27,6 +27,9 @@ def main() -> int:
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
+    if seen:  # an import swallowed the KeyboardInterrupt (a bare `except:`), but the user asked to stop
+        print("cnnzoo: interrupted", file=sys.stderr)
+        return 130
     code = cli_main()
     if code == 130:
         # Interrupted, and already said so in one line. If the Ctrl-C landed in Python code that an extension

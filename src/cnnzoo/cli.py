@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 130
             raise
+        if interrupted():  # a KeyboardInterrupt some import swallowed
+            print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
+            return 130
         try:
             return args.run(args) or 0
         except BaseException as err:
@@ -324,6 +327,9 @@ def _remember_interrupts():
         seen.append(signum)
         raise KeyboardInterrupt
 
+    # An import may swallow the KeyboardInterrupt (a bare `except:` around an optional import): the record
+    # stays, and the trainer, which installs its own handler later, reads it here and stops at its first step.
+    handler.seen = seen
     signal.signal(signal.SIGINT, handler)
     try:
         yield lambda: bool(seen)

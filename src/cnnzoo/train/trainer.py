@@ -164,6 +164,8 @@ class _Stop:
             yield self
             return
         previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        if getattr(previous[signal.SIGINT], "seen", None):  # a Ctrl-C the caller's handler saw during start-up
+            self.signal, self._first = "SIGINT", time.monotonic()
 
         def handler(signum, frame):
             name = signal.Signals(signum).name
