@@ -31,10 +31,14 @@ def main() -> int:
         print("cnnzoo: interrupted", file=sys.stderr)
         return 130
     code = cli_main()
-    if code == 130:
-        # Interrupted, and already said so in one line. If the Ctrl-C landed in Python code that an extension
-        # ran through PyRun_String (pybind11's py::exec, during torch's import), CPython remembers it as
-        # unhandled and, at exit, kills the process with SIGINT after all (status -2, not 130). Leave now.
+    if code >= 128:
+        # Stopped by a signal (saved, or interrupted at start-up) and already said so: leave now, ignoring the
+        # signals that keep coming (`timeout` and terminals send more than one), which would otherwise print
+        # tracebacks from the interpreter's clean-up. Also, a Ctrl-C that landed in code torch's import ran
+        # through PyRun_String (pybind11's py::exec) is remembered by CPython as unhandled and, at a normal exit,
+        # re-raised as a kill by SIGINT (status -2, not 130).
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

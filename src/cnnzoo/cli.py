@@ -334,7 +334,8 @@ def _remember_interrupts():
     try:
         yield lambda: bool(seen)
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if signal.getsignal(signal.SIGINT) is handler:  # not if a stopped run chose to ignore late signals
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _failure(args, error: BaseException) -> int:
@@ -709,6 +710,11 @@ def _train(args) -> int:
     values["settings"] = tuple(values["settings"])
     config = TrainConfig(**values)
     result = train(config, console=_console(), explicit=explicit)  # a BadImageError is worded by _in_cli_terms
+    if result.stopped in STOP_STATUS:  # saved and said so; the process ends now, whatever signals follow
+        import signal
+
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
     return STOP_STATUS.get(result.stopped, 0)
 
 
