@@ -498,3 +498,15 @@ def test_summary_measure_prints_both_peaks(capsys):
 def test_summary_help_has_examples(capsys):
     code, out, _ = run_main(["summary", "--help"], capsys)
     assert code == 0 and "examples:" in out and "cnnzoo summary" in out
+
+
+def test_skip_meta_init_leaves_real_tensors_and_restores_the_initialisers():
+    from cnnzoo.analysis.counting import skip_meta_init
+
+    before = (torch.nn.init.kaiming_normal_, torch.Tensor.normal_, "normal_" in vars(torch.Tensor))
+    with skip_meta_init():
+        real = torch.nn.init.constant_(torch.empty(3), 2.0)  # a CPU tensor is still initialised
+        meta = torch.empty(3, device="meta")
+        assert torch.nn.init.kaiming_normal_(meta.view(3, 1)) is not None and meta.normal_() is meta
+    assert real.tolist() == [2.0, 2.0, 2.0]
+    assert (torch.nn.init.kaiming_normal_, torch.Tensor.normal_, "normal_" in vars(torch.Tensor)) == before

@@ -113,13 +113,12 @@ def _row(name: str) -> CompareRow:
 
 def weight_depth(model_or_name: nn.Module | str, input_size: tuple[int, int, int] | None = None) -> int:
     """Most convolution and linear layers on one input-to-output path of an inference pass (meta device)."""
-    from cnnzoo.analysis.profile import _SkipInit
-    from cnnzoo.registry import create_model, model_card
+    from cnnzoo.analysis.counting import meta_model
+    from cnnzoo.registry import model_card
 
     if isinstance(model_or_name, str):
         card = model_card(model_or_name)
-        with torch.device("meta"), _SkipInit():  # no memory, no initialisation
-            model = create_model(card.name)
+        model = meta_model(card.name)  # no memory, no initialisation
         input_size = input_size or card.input_size
     else:
         model = model_or_name

@@ -10,15 +10,17 @@ counts are computed again; the file is replaced atomically, and a cache that can
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-__all__ = ["NORM_LAYERS", "count_params", "meta_model", "registered_params"]
+__all__ = ["NORM_LAYERS", "count_params", "meta_model", "registered_params", "skip_meta_init"]
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -71,13 +73,48 @@ def registered_params(names: list[str], *, cache: bool = True) -> dict[str, int]
 def meta_model(name: str, **options) -> nn.Module:
     """`create_model(name, **options)` on the meta device with its initialisers skipped: the architecture, its
     shapes and parameter counts, without memory or the initialisers' meta kernels (slow: some are Python)."""
-    import torch
-
-    from cnnzoo.analysis.profile import _SkipInit
     from cnnzoo.registry import create_model
 
-    with torch.device("meta"), _SkipInit():
+    with torch.device("meta"), skip_meta_init():
         return create_model(name, **options)
+
+
+_INITIALISERS = ("normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
+                 "xavier_uniform_", "constant_", "ones_", "zeros_", "fill_", "zero_", "orthogonal_")
+
+
+@contextlib.contextmanager
+def skip_meta_init():
+    """Within the block, initialisers (`nn.init.*` and the in-place Tensor methods they use) return a meta tensor
+    untouched: it has no values to fill. Other tensors are initialised as usual.
+
+    The functions are swapped for the block rather than intercepted with a TorchFunctionMode: a mode sees every
+    torch call of every module constructor, and that interception was a third of the time of building the zoo.
+    """
+    swapped = []
+    try:
+        for owner in (nn.init, Tensor):
+            for attr in _INITIALISERS:
+                original = getattr(owner, attr, None)
+                if original is not None:
+                    swapped.append((owner, attr, original, attr in vars(owner)))
+                    setattr(owner, attr, _skip_on_meta(original))
+        yield
+    finally:
+        for owner, attr, original, own in reversed(swapped):
+            if own:
+                setattr(owner, attr, original)
+            else:
+                delattr(owner, attr)
+
+
+def _skip_on_meta(initialiser):
+    def skipping(tensor, *args, **kwargs):
+        if isinstance(tensor, Tensor) and tensor.is_meta:
+            return tensor
+        return initialiser(tensor, *args, **kwargs)
+
+    return skipping
 
 
 def _meta_count(name: str) -> int:

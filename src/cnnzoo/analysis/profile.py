@@ -60,10 +60,9 @@ from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnzoo.analysis.counting import NORM_LAYERS
+from cnnzoo.analysis.counting import NORM_LAYERS, meta_model
 from cnnzoo.checks import InputCheck
 
 __all__ = ["profile", "Profile", "LayerRecord", "ProfileError", "SizeError", "OP_CLASSES", "MAX_TENSOR_BYTES"]
@@ -321,11 +320,10 @@ def _profile(model_or_name, input_size, batch_size, mode, measure) -> Profile:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(model_or_name, str):
-        from cnnzoo.registry import create_model, model_card
+        from cnnzoo.registry import model_card
 
         name = model_card(model_or_name).name
-        with torch.device("meta"), _SkipInit():  # no memory, no arithmetic
-            model = create_model(name)
+        model = meta_model(name)  # no memory, no arithmetic
         real = False
     elif isinstance(model_or_name, nn.Module):
         model, real = model_or_name, True
@@ -386,23 +384,6 @@ def _overflow(err: _TooLarge) -> str:
     nbytes = math.prod(err.shape) * err.dtype.itemsize
     return (f"{err.where} would make a {'x'.join(map(str, err.shape))} {str(err.dtype).replace('torch.', '')} "
             f"tensor ({nbytes:.3g} bytes)")
-
-
-class _SkipInit(TorchFunctionMode):
-    """Initialisers do nothing on meta tensors (there are no values), so skip them: some run through Python
-    reference kernels on meta, and initialising ResNet-1202 would take longer than profiling it."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if getattr(func, "__name__", "") in _INITIALISERS:
-            tensor = args[0] if args else kwargs.get("tensor")
-            if isinstance(tensor, Tensor) and tensor.device.type == "meta":
-                return tensor
-        return func(*args, **kwargs)
-
-
-_INITIALISERS = {"normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
-                 "xavier_uniform_", "constant_", "ones_", "zeros_", "fill_", "zero_", "orthogonal_"}
 
 
 def _input_check(model: nn.Module) -> InputCheck | None:
