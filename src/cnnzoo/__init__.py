@@ -6,13 +6,13 @@ can answer a Ctrl-C during its start-up (while torch loads) with one line instea
 
 import importlib
 
-__all__ = ["ModelCard", "Paper", "count_params", "create_model", "list_models", "model_card", "profile",
+__all__ = ["ModelCard", "Paper", "count_params", "create_model", "list_models", "model_card", "optimize", "profile",
            "register_model"]
 __version__ = "0.1.0"
 
 _HOMES = {"count_params": "cnnzoo.analysis", "profile": "cnnzoo.analysis", "ModelCard": "cnnzoo.registry",
           "Paper": "cnnzoo.registry", "create_model": "cnnzoo.registry", "list_models": "cnnzoo.registry",
-          "model_card": "cnnzoo.registry", "register_model": "cnnzoo.registry"}
+          "model_card": "cnnzoo.registry", "register_model": "cnnzoo.registry", "optimize": "cnnzoo.deploy"}
 
 
 def __getattr__(name: str):

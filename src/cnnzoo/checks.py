@@ -72,7 +72,8 @@ class InputCheck:
     def _runs(self, module: nn.Module, h: int, w: int) -> bool:
         tensors = {k: torch.empty_like(v, device="meta") for k, v in module.named_parameters()}
         tensors.update({k: torch.empty_like(v, device="meta") for k, v in module.named_buffers()})
-        x = torch.empty(2, self.in_chans, h, w, device="meta")  # 2: batch norm needs more than one value
+        dtype = next((v.dtype for v in tensors.values() if v.is_floating_point()), torch.get_default_dtype())
+        x = torch.empty(2, self.in_chans, h, w, device="meta", dtype=dtype)  # 2: batch norm needs more than one
         self._probing = True
         try:  # the probe's random draws (dropout, stochastic depth) must not move the caller's RNG: a resumed
             # training run probes at a different moment than the run it continues

@@ -48,7 +48,7 @@ class StochasticDepth(nn.Module):
     def forward(self, branch: Tensor) -> Tensor:
         if self.training:
             return branch
-        if torch.is_grad_enabled() and branch.requires_grad:
+        if torch.is_grad_enabled():  # a plain bool, so torch.fx traces this (a tensor's requires_grad it cannot)
             return branch * self.survival_prob
         return branch.mul_(self.survival_prob)  # inference: in place, as the residual add after it (no new tensor)
 

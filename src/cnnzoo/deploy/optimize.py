@@ -1,0 +1,253 @@
+"""The fast inference path: `optimize(model)` returns a copy of a net made for inference on this machine.
+
+What it does, each step optional:
+- folds every batch normalisation that reads only a convolution's output into that convolution's weights and
+  bias (W' = W * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta) and removes it: a real
+  fold of the tensors, so the net runs one layer where it ran two. The pairs come from the model's FX graph in
+  eval mode, the only place where "this convolution's output goes to this batch norm and nowhere else" is
+  written down; a net that FX cannot trace is left unfolded and the notes say why. Batch norms after an
+  activation or a sum (pre-activation ResNets, DenseNet) have no convolution to fold into and stay.
+- stores weights and activations channels-last (NHWC), the layout oneDNN and cuDNN convolutions prefer;
+- converts to bfloat16 (or float16 on CUDA) where the device computes in it natively: on a CPU that means
+  AVX-512-BF16 or AMX; elsewhere bfloat16 would be emulated and slower, so float32 is kept and the notes say so;
+- compiles with `torch.compile` on request (the first call then takes seconds to minutes).
+
+The returned `OptimizedModel` takes an ordinary float32 NCHW batch, converts it itself, runs under
+`torch.inference_mode` and returns float32 logits, so it drops in where the eager model was used for
+inference. The input check of a cnnzoo model still runs on every call, before the conversion.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from cnnzoo.checks import InputCheck
+
+__all__ = ["OptimizedModel", "bf16_support", "fold_batchnorm", "optimize"]
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+class OptimizedModel(nn.Module):
+    """An inference-only copy of a net: folded, in its memory format and dtype, possibly compiled."""
+
+    def __init__(self, model: nn.Module, *, dtype: torch.dtype, channels_last: bool, compiled: bool,
+                 notes: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.compiled = compiled
+        self.notes = notes
+        self._check = _take_input_check(model)
+        self._run = torch.compile(model) if compiled else model
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._check is not None:
+            self._check(self.model, (x,))
+        device = next(self.model.parameters(), x).device
+        x = x.to(device=device, dtype=self.dtype,
+                 memory_format=torch.channels_last if self.channels_last and x.dim() == 4 else torch.preserve_format)
+        with torch.inference_mode():
+            return self._run(x).float()
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise ValueError("an OptimizedModel is for inference only (its batch norms are folded into the "
+                             "convolutions); train the original model and call optimize() again")
+        return super().train(False)
+
+    def extra_repr(self) -> str:
+        return "; ".join(self.notes)
+
+
+def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True, dtype: torch.dtype | None = None,
+             compile: bool = False) -> OptimizedModel:
+    """A copy of `model` for fast inference (the original is left as it is). See the module docstring.
+
+    Args:
+        fold_bn: fold batch norms into the convolutions that feed them.
+        channels_last: weights and activations in NHWC.
+        dtype: None or torch.float32 keeps float32; torch.bfloat16 (or torch.float16 on CUDA) where the device
+            computes in it natively, float32 with a warning and a note where it does not.
+        compile: wrap the net in torch.compile.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
+    if isinstance(model, OptimizedModel):
+        raise ValueError("this model is optimized already; optimize the original model instead")
+    if dtype is not None and dtype not in (torch.float32, *_LOW_PRECISION):
+        raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+    for flag, value in (("fold_bn", fold_bn), ("channels_last", channels_last), ("compile", compile)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
+
+    net = copy.deepcopy(model).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    device = next(net.parameters(), torch.empty(0)).device
+    notes = []
+    if fold_bn:
+        folded, reason = _fold(net)
+        notes.append(f"batch norm folded into {folded} convolution{'s' if folded != 1 else ''}"
+                     + (f" ({reason})" if reason else ""))
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        notes.append("channels-last")
+    chosen = torch.float32
+    if dtype in _LOW_PRECISION:
+        ok, why = _low_precision_support(dtype, device)
+        if ok:
+            net, chosen = net.to(dtype), dtype
+            notes.append(f"{_name(dtype)} ({why})")
+        else:
+            warnings.warn(f"{_name(dtype)} not applied, float32 kept: {why}", stacklevel=2)
+            notes.append(f"float32: {_name(dtype)} not applied ({why})")
+    else:
+        notes.append("float32")
+    if compile:
+        notes.append("torch.compile")
+    return OptimizedModel(net, dtype=chosen, channels_last=channels_last, compiled=compile, notes=tuple(notes))
+
+
+def bf16_support(device: torch.device | str = "cpu") -> tuple[bool, str]:
+    """Whether `device` computes in bfloat16 natively, and in words why (or why not)."""
+    return _low_precision_support(torch.bfloat16, torch.device(device))
+
+
+def _low_precision_support(dtype: torch.dtype, device: torch.device) -> tuple[bool, str]:
+    if device.type == "cuda":
+        if dtype == torch.float16:
+            return True, "CUDA computes in float16"
+        if torch.cuda.is_bf16_supported():
+            return True, f"{torch.cuda.get_device_name(device)} computes in bfloat16"
+        return False, f"{torch.cuda.get_device_name(device)} has no native bfloat16"
+    if device.type != "cpu":
+        return False, f"no low-precision path is known for device {device.type!r}"
+    if dtype == torch.float16:
+        return False, "float16 is for CUDA devices; on a CPU use bfloat16"
+    flags = cpu_flags()
+    native = [label for flag, label in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512-BF16")) if flag in flags]
+    if not native:
+        return False, "this CPU has neither AVX-512-BF16 nor AMX, so bfloat16 would be emulated and slower"
+    if not torch.backends.mkldnn.is_available():
+        return False, "this build of torch has no oneDNN, which runs bfloat16 convolutions on a CPU"
+    return True, f"the CPU has {' and '.join(native)}"
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold, in place, every eval-mode batch norm that reads only a convolution's output into that convolution;
+    each folded batch norm becomes an nn.Identity. Returns how many were folded. The model must be in eval mode
+    (folding uses the running statistics); raises ValueError when FX cannot trace it."""
+    if model.training:
+        raise ValueError("fold_batchnorm needs the model in eval mode (call model.eval() first): folding uses the "
+                         "running statistics, which only eval mode uses")
+    folded, reason = _fold(model)
+    if reason and not folded and reason.startswith("not traceable"):
+        raise ValueError(f"cannot fold batch norms: {reason}")
+    return folded
+
+
+def _fold(model: nn.Module) -> tuple[int, str]:
+    """Fold what can be folded; returns the count and, when something was left, why."""
+    pairs, reason = _conv_bn_pairs(model)
+    for conv_path, bn_path in pairs:
+        conv, bn = model.get_submodule(conv_path), model.get_submodule(bn_path)
+        _fold_into(conv, bn)
+        parent, _, attr = bn_path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
+    return len(pairs), reason
+
+
+def _conv_bn_pairs(model: nn.Module) -> tuple[list[tuple[str, str]], str]:
+    """(convolution, batch norm) module paths where the batch norm's only input is the convolution's output (or
+    passes through eval-mode dropout on its way), that output goes nowhere else, and each module is called once."""
+    import torch.fx
+
+    check = _input_check(model)
+    try:
+        if check is not None:
+            with check.suspended():
+                graph = torch.fx.symbolic_trace(model).graph
+        else:
+            graph = torch.fx.symbolic_trace(model).graph
+    except Exception as err:  # FX raises many kinds on dynamic control flow; any of them means "not traceable"
+        return [], f"not traceable by torch.fx: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), nn.BatchNorm2d):
+            continue
+        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        while _passes_through(model, source):  # eval-mode dropout between them (FractalNet's conv-dropout-BN)
+            source = source.args[0]
+        if (isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and isinstance(model.get_submodule(source.target), nn.Conv2d)
+                and calls[source.target] == 1 and calls[node.target] == 1
+                and _foldable(model.get_submodule(node.target))):
+            pairs.append((source.target, node.target))
+    return pairs, ""
+
+
+def _passes_through(model: nn.Module, node) -> bool:
+    """A module call that is the identity in eval mode, fed by one node and read by one."""
+    import torch.fx
+
+    return (isinstance(node, torch.fx.Node) and node.op == "call_module" and len(node.users) == 1
+            and len(node.args) == 1 and isinstance(node.args[0], torch.fx.Node)
+            and isinstance(model.get_submodule(node.target), (nn.Identity, nn.Dropout, nn.Dropout2d)))
+
+
+def _foldable(bn: nn.BatchNorm2d) -> bool:
+    return bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None
+
+
+@torch.no_grad()
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+    if bn.affine:
+        scale = scale * bn.weight.double()
+    shift = -bn.running_mean.double() * scale
+    if bn.affine:
+        shift = shift + bn.bias.double()
+    bias = conv.bias.double() * scale + shift if conv.bias is not None else shift
+    weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
+    conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+
+
+def _input_check(model: nn.Module) -> InputCheck | None:
+    return next((h for h in model._forward_pre_hooks.values() if isinstance(h, InputCheck)), None)
+
+
+def _take_input_check(model: nn.Module) -> InputCheck | None:
+    """Remove a cnnzoo input check from the net's hooks and return it: the OptimizedModel runs it on the caller's
+    float32 NCHW batch, before the conversion and outside any compiled region."""
+    for key, hook in list(model._forward_pre_hooks.items()):
+        if isinstance(hook, InputCheck):
+            del model._forward_pre_hooks[key]
+            return hook
+    return None
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
