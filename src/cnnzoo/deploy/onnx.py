@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import sys
 import tempfile
 import time
 import warnings
@@ -258,15 +260,36 @@ def _export_torchscript(model, example, file, *, dynamic_batch, opset) -> None:
 
 @contextlib.contextmanager
 def _quiet():
-    """No progress lines, deprecation notices or tracer warnings from the exporters."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    """No progress lines, deprecation notices or tracer warnings from the exporters: Python's warnings are
+    ignored, and the process's stdout and stderr go to the null device (the TorchScript exporter prints its graph
+    from C++ when it fails), so other threads' output is lost meanwhile too."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = []
+    try:
+        with open(os.devnull, "w") as null:
+            for fd in (1, 2):
+                with contextlib.suppress(OSError):  # no such descriptor (a detached process): nothing to silence
+                    saved.append((fd, os.dup(fd)))
+                    os.dup2(null.fileno(), fd)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+    """The gist of an exporter's error: its first line, without torch's request to file an issue."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = re.split(r"\s+(?:Please feel free|\[Caused by)", text)[0]
+    text = text if len(text) <= 240 else text[:237] + "..."
+    return f"{type(err).__name__}: {text}".rstrip(": ")
 
 
 def _session(ort, file: str, *, threads: int) -> Callable[[Tensor], Tensor]:

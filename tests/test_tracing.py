@@ -1,0 +1,65 @@
+"""The tools people point at a model work on every registered one: `torch.export.export` (with a dynamic batch
+dimension) and `torch.fx.symbolic_trace`, in eval mode, and the traced module computes what the model does.
+
+(`torch.jit.script` is not among them: the input check's forward pre-hook is not scriptable, and TorchScript is
+deprecated in the torch cnnzoo uses.)
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from cnnzoo import create_model, list_models, model_card
+from cnnzoo.checks import input_range
+
+ALL = list_models()
+
+
+def _model_and_inputs(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The model in eval mode with trained-looking batch norms, and batches of 2 and 3 images at the smallest
+    square side of at least 32 that it accepts (its native side at most)."""
+    torch.manual_seed(0)
+    c, h, _ = model_card(name).input_size
+    with torch.device("meta"):
+        meta = create_model(name).eval()
+    side = min(h, max(32, input_range(meta, axis=0)[0], input_range(meta, axis=1)[0]))
+    model = _with_running_statistics(create_model(name))
+    generator = torch.Generator().manual_seed(1)
+    return model, torch.randn(2, c, side, side, generator=generator), torch.randn(3, c, side, side,
+                                                                                   generator=generator)
+
+
+def _with_running_statistics(model: nn.Module) -> nn.Module:
+    """Batch norms as after training: a freshly built one is the identity, which would hide a wrong trace."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_torch_export_with_a_dynamic_batch_and_fx_trace_agree_with_eager(name):
+    model, example, other = _model_and_inputs(name)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    traced = torch.fx.symbolic_trace(model)
+    with torch.no_grad():
+        expected = model(other)
+        exported = program.module()(other)  # a batch size the export did not see
+        fx = traced(other)
+    assert expected.shape == (3, model_card(name).num_classes)
+    scale = expected.abs().max()
+    assert (exported - expected).abs().max() <= 1e-5 * scale, "torch.export's module differs from eager"
+    assert (fx - expected).abs().max() <= 1e-5 * scale, "fx's module differs from eager"
+
+
+def test_the_exported_program_keeps_the_batch_dimension_free():
+    model, example, other = _model_and_inputs("resnet20")
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    (placeholder,) = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    shape = next(n for n in program.graph.nodes if n.name == placeholder.arg.name).meta["val"].shape
+    assert not isinstance(shape[0], int) and shape[1:] == example.shape[1:]
+    with torch.no_grad():
+        assert program.module()(other[:1]).shape == (1, 10)
