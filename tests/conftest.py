@@ -30,7 +30,7 @@ HEAVY_MODELS = frozenset({
 # Files that are training runs or command lines from end to end: slow as a whole.
 SLOW_FILES = frozenset({"test_train.py", "test_train_safety.py", "test_readme.py", "test_threads.py"})
 # Files of generic tests over the whole registry: the quick check runs them for one model per family.
-GENERIC_FILES = frozenset({"test_models.py", "test_profile.py"})
+GENERIC_FILES = frozenset({"test_models.py", "test_profile.py", "test_optimize.py"})
 SLOW_TESTS = frozenset({"test_list_counts_equal_count_params_of_every_model"})
 
 

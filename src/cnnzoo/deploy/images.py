@@ -48,10 +48,12 @@ def real_images(count: int = 128, size: int = 224, channels: int = 3) -> Tensor:
 
 
 def _crop(photo: Tensor, k: int, size: int) -> Tensor:
-    """The k-th crop of a photograph: the side cycles through four scales, the place walks a 5x5 grid."""
+    """The k-th crop of a photograph: the side cycles through four scales, the place through a 5x5 grid (25 places
+    for each scale, none repeated), every other crop mirrored."""
     _, h, w = photo.shape
-    side = int(min(h, w) * (1.0, 0.75, 0.5, 0.35)[k % 4])
-    gy, gx = (k // 4) % 5, (k // 20) % 5
+    side = int(min(h, w) * (0.9, 0.7, 0.5, 0.35)[k % 4])
+    place = k // 4
+    gy, gx = place % 5, (place // 5 + 2 * place) % 5
     top, left = (h - side) * gy // 4, (w - side) * gx // 4
     patch = photo[:, top:top + side, left:left + side]
     if k % 2:
