@@ -145,13 +145,17 @@ def export_onnx(source: nn.Module | str | os.PathLike, path: str | os.PathLike, 
         check_s=check_s, verify_s=verify_s)
 
 
-def ort_runner(model: nn.Module, example: Tensor, *, threads: int | None = None) -> Callable[[Tensor], Tensor]:
+def ort_runner(model: nn.Module, example: Tensor, *, threads: int | None = None,
+               exporter: str = "auto") -> Callable[[Tensor], Tensor]:
     """`model` (its eval mode) as an ONNX Runtime CPU session: a function from a float32 CPU batch shaped like
-    `example` (any batch size) to float32 CPU logits.
+    `example` (any batch size) to float32 CPU logits. The function's `session` attribute is the session.
 
     `threads` is the session's intra-op thread count; default torch's current count, so both sides of a
-    comparison run with the same number.
+    comparison run with the same number. `exporter` as for `export_onnx`. The file is not compared with eager
+    here (`export_onnx` does that).
     """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     _, ort = require_onnx()
     if not isinstance(example, Tensor) or example.dim() != 4:
         raise ValueError("example must be a batch of images shaped (N, C, H, W)")
@@ -165,7 +169,7 @@ def ort_runner(model: nn.Module, example: Tensor, *, threads: int | None = None)
     try:
         with tempfile.TemporaryDirectory(prefix="cnnzoo-onnx-") as folder:
             file = os.path.join(folder, "model.onnx")
-            _export(model, example, file, dynamic_batch=True, opset=DEFAULT_OPSET, exporter="auto")
+            _export(model, example, file, dynamic_batch=True, opset=DEFAULT_OPSET, exporter=exporter)
             return _session(ort, file, threads=threads or torch.get_num_threads())  # the session holds the graph
     finally:
         model.train(was_training)
@@ -215,18 +219,21 @@ def _export(model: nn.Module, example: Tensor, file: str, *, dynamic_batch: bool
             exporter: str) -> tuple[str, str | None]:
     """Write `model` to `file` with the chosen exporter; returns (exporter used, why dynamo was not)."""
     check = _input_check(model)
-    # the batch was checked by the eager run; the hook's Python-side checks would only clutter the graph
-    suspended = check.suspended() if check is not None else contextlib.nullcontext()
+
+    def unchecked():  # the batch was checked by the eager run; the hook's checks would only clutter the graph
+        return check.suspended() if check is not None else contextlib.nullcontext()
+
     if exporter in ("auto", "dynamo"):
         try:
-            with suspended, _quiet():
+            with unchecked(), _quiet():
                 _export_dynamo(model, example, file, dynamic_batch=dynamic_batch, opset=opset)
             return "dynamo", None
-        except ImportError as err:  # onnxscript missing
+        except ImportError as err:  # onnxscript (or a module it needs) missing
+            missing = err.name or "onnxscript"
             if exporter == "dynamo":
-                raise ImportError(f"the dynamo ONNX exporter needs onnxscript, which is not installed: {EXTRA}") \
+                raise ImportError(f"the dynamo ONNX exporter needs {missing}, which is not installed: {EXTRA}") \
                     from err
-            reason = f"onnxscript is not installed ({EXTRA})"
+            reason = f"{missing} is not installed ({EXTRA})"
         except Exception as err:  # noqa: BLE001 - any failure of the exporter sends "auto" to the other one
             if exporter == "dynamo":
                 raise ExportError(f"the dynamo exporter cannot export this model: {_first_line(err)}") from err
@@ -234,7 +241,7 @@ def _export(model: nn.Module, example: Tensor, file: str, *, dynamic_batch: bool
     else:
         reason = None
     try:
-        with (check.suspended() if check is not None else contextlib.nullcontext()), _quiet():
+        with unchecked(), _quiet():
             _export_torchscript(model, example, file, dynamic_batch=dynamic_batch, opset=opset)
     except Exception as err:  # noqa: BLE001
         both = f"dynamo: {reason}; torchscript: " if reason else "the torchscript exporter: "
@@ -247,14 +254,15 @@ def _export_dynamo(model, example, file, *, dynamic_batch, opset) -> None:
 
     shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=shapes, opset_version=opset,
-                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
-                                optimize=True, external_data=False)
-    program.save(file)
+                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False, optimize=True)
+    program.save(file, external_data=False)  # one file (the largest registered model, VGG-19, is 575 MB)
 
 
 def _export_torchscript(model, example, file, *, dynamic_batch, opset) -> None:
+    if opset > 20:
+        raise ValueError(f"the TorchScript-based exporter writes opset 20 at most, not {opset}")
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    torch.onnx.export(model, (example,), file, dynamo=False, opset_version=min(opset, 20), dynamic_axes=axes,
+    torch.onnx.export(model, (example,), file, dynamo=False, opset_version=opset, dynamic_axes=axes,
                       input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
 
 
