@@ -45,6 +45,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="registered names, shell-style patterns ('resnet*') or checkpoint files")
     p.add_argument("--batch", type=_batches, default=[1], metavar="B,B,...",
                    help="batch sizes, comma-separated (default 1)")
+    p.add_argument("--input", type=_input_size, default=None, metavar="CxHxW",
+                   help="input size, e.g. 3x64x64 (default: each model's native input)")
     p.add_argument("--mode", choices=["infer", "train"], default="infer",
                    help="infer: forward passes; train: training steps (forward, loss, backward, SGD), eager path")
     p.add_argument("--path", type=_paths, default=["eager"], metavar="P,P,...",
@@ -66,6 +68,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures", metavar="DIR",
                    help="write the Canziani et al. figures (PNG, each with its CSV) to DIR; needs "
                         "pip install 'cnnzoo[plot]'")
+
+
+def _input_size(text: str):
+    from cnnzoo.cli import _input_size as parse
+
+    return parse(text)
 
 
 def _batches(text: str) -> list[int]:
@@ -122,7 +130,8 @@ def run(args) -> int:
 
         check_target(args.figures)
     configs = bench.plan(args.models, batches=args.batch, mode=args.mode, paths=args.path, dtype=args.dtype,
-                         threads=args.threads, device=args.device, vs_torchvision=args.vs_torchvision)
+                         threads=args.threads, device=args.device, vs_torchvision=args.vs_torchvision,
+                         input_size=args.input)
     env = bench.environment(threads=args.threads, device=args.device, dtype=args.dtype, paths=args.path)
     rows, stopped = _measure(bench, configs, args)
     rows = bench.torchvision_ratios(rows)

@@ -143,15 +143,20 @@ def resolve_models(specs: Iterable[str]) -> list[str]:
 
 def plan(models: Iterable[str], *, batches: Iterable[int] = (1,), mode: str = "infer",
          paths: Iterable[str] = ("eager",), dtype: str = "float32", threads: int | None = None,
-         device: str = "cpu", vs_torchvision: bool = False) -> list[BenchConfig]:
+         device: str = "cpu", vs_torchvision: bool = False,
+         input_size: tuple[int, int, int] | None = None) -> list[BenchConfig]:
     """Every configuration, model by model (then batch, then path); with `vs_torchvision`, a model that has a
-    torchvision twin is followed at each batch and path by that twin (`torchvision:<builder>`)."""
+    torchvision twin is followed at each batch and path by that twin (`torchvision:<builder>`). `input_size`
+    (C, H, W) replaces each model's native input (a net that refuses it gives a row saying why)."""
     batches, paths = list(batches), list(paths)
     _validate(batches, mode, paths, dtype, threads, device)
+    if input_size is not None and (len(input_size) != 3 or any(isinstance(v, bool) or not isinstance(v, int)
+                                                               or v < 1 for v in input_size)):
+        raise ValueError(f"input_size must be (C, H, W) of positive integers, got {input_size!r}")
     threads = threads or default_threads()
     configs = []
     for source in resolve_models(models):
-        base, twin = _describe(source, mode)
+        base, twin = _describe(source, mode, input_size)
         for batch in batches:
             for path in paths:
                 config = BenchConfig(**base, batch=batch, mode=mode, path=path, dtype=dtype, threads=threads,
@@ -202,7 +207,7 @@ def free_cores() -> tuple[int, str]:
     return free, f"the free cores when the run began: {cores} usable, {min(others, cores)} busy with other work"
 
 
-def _describe(source: str, mode: str) -> tuple[dict, str | None]:
+def _describe(source: str, mode: str, input_size) -> tuple[dict, str | None]:
     """A source's fields for its configurations (input size, classes, FLOPs per image from the profiler) and its
     torchvision twin's builder, if it has one."""
     from cnnzoo.analysis.counting import meta_model
@@ -217,14 +222,15 @@ def _describe(source: str, mode: str) -> tuple[dict, str | None]:
     else:
         name, options, label = source, {}, source
     card = model_card(name)
+    c, h, w = card.input_size
+    size = tuple(input_size) if input_size is not None else (options.get("in_chans", c), h, w)
     net = meta_model(name, **options)
     try:
-        traced = profile(net, batch_size=1, mode="eval" if mode == "infer" else "train")
+        traced = profile(net, input_size=size, batch_size=1, mode="eval" if mode == "infer" else "train")
         flops = traced.flops if mode == "infer" else traced.train_flops
     except Exception:  # a net the profiler cannot follow is still timed; its GFLOP/s stay unknown
         flops = None
-    c, h, w = card.input_size
-    base = dict(source=source, label=label, input_size=(options.get("in_chans", c), h, w),
+    base = dict(source=source, label=label, input_size=size,
                 num_classes=options.get("num_classes", card.num_classes), flops_per_image=flops,
                 top1_err=card.top1_err if not options else None, dataset=card.dataset)
     twin = card.torchvision if not options else None  # options change the architecture: no twin then
