@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 import cnnzoo
 from cnnzoo.cli import main
@@ -129,6 +130,8 @@ def test_table(capsys):
     (["lenet5", "--path", "eager,warp"], "unknown path 'warp'"),
     (["lenet5", "--min-time", "-1"], "expected a number of seconds >= 0"),
     (["'nomatch*'"], "no model matches pattern"),
+    (["lenet5", "--device", "cuda"] if not torch.cuda.is_available() else ["lenet5", "--batch", "x"],
+     "torch sees no CUDA device" if not torch.cuda.is_available() else "expected positive batch sizes"),
 ])
 def test_bad_flags_are_one_line(argv, message, capsys):
     assert main(["bench", *argv]) == 2

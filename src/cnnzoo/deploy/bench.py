@@ -330,17 +330,18 @@ class _Server:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     def call(self, target, task) -> dict:
-        _send(self.process.stdin, (target, task))
-        pid = None
+        pid, done = None, False
         try:
-            kind, pid = _receive(self.process.stdout)
-            kind, result = _receive(self.process.stdout)
-            pid = None
+            _send(self.process.stdin, (target, task))
+            _, pid = _receive(self.process.stdout)
+            _, result = _receive(self.process.stdout)
+            done = True
             return result
         finally:
-            if pid is not None:  # interrupted while the child measures: it goes, and so does the server
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            if not done:  # interrupted (or the server failed): the child goes, and the server with its half-read
+                if pid is not None:  # conversation; the next task starts a new one
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
                 self.close()
 
     def close(self) -> None:
@@ -364,8 +365,6 @@ def _in_child(target, task) -> dict:
     try:
         return _SERVER.call(target, task)
     except (EOFError, OSError) as err:
-        if _SERVER is not None:
-            _SERVER.close()
         return {"status": f"the measuring server process failed ({type(err).__name__}: {err})"}
 
 
@@ -478,8 +477,7 @@ def _measure(task) -> dict:
     config, min_time, min_repeats = task
     torch.set_num_threads(config.threads)
     device = torch.device(config.device)
-    if config.source.startswith(TORCHVISION):
-        import torchvision  # noqa: F401  (its import is not the model's memory)
+    _import_libraries(config)
     memory = _Memory(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what optimize declines it also says in its notes, which the row keeps
@@ -489,6 +487,20 @@ def _measure(task) -> dict:
         memory.ready()
         times = _time(call, device, min_time, min_repeats, warm=2 if config.path == "compile" else 1)
     return {"status": "ok", "times": times, "peak": memory.peak(), **ran}
+
+
+def _import_libraries(config: BenchConfig) -> None:
+    """Import what the configuration's path needs before the memory baseline: a library's code is not the
+    model's memory (the exporter's and compiler's are not even part of a deployment)."""
+    import importlib
+
+    names = {"onnxruntime": ["onnxruntime", "onnx", "onnxscript", "torch.onnx", "cnnzoo.deploy.onnx"],
+             "compile": ["torch._dynamo", "torch._inductor.compile_fx"]}.get(config.path, [])
+    if config.source.startswith(TORCHVISION):
+        names.append("torchvision")
+    for name in names:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def _build(source: str) -> torch.nn.Module:
@@ -533,6 +545,8 @@ def _prepare(model, config: BenchConfig, device):
 
     run = ort_runner(model.eval(), x, threads=config.threads)
     del model
+    ran["notes"] = ("the peak includes what the ONNX export leaves in the process; a process that only loads "
+                    "the .onnx file holds less",)
     return (lambda: run(x)), ran
 
 
