@@ -162,14 +162,19 @@ def test_an_export_that_fails_leaves_no_file_and_the_old_one_intact(tmp_path, mo
     assert path.read_bytes() == b"the previous export" and os.listdir(tmp_path) == ["m.onnx"]
 
 
-def test_a_file_beyond_tolerance_is_not_written(tmp_path, monkeypatch):
+def _runtime_answers(monkeypatch, change):
+    """ONNX Runtime's logits passed through `change`: a file that disagrees with eager."""
     real = deploy_onnx._session
 
-    def off_by_a_little(ort_module, file, *, threads):
+    def session(ort_module, file, *, threads):
         run = real(ort_module, file, threads=threads)
-        return lambda x: run(x) * 1.001
+        return lambda x: change(run(x))
 
-    monkeypatch.setattr(deploy_onnx, "_session", off_by_a_little)
+    monkeypatch.setattr(deploy_onnx, "_session", session)
+
+
+def test_a_file_beyond_tolerance_is_not_written(tmp_path, monkeypatch):
+    _runtime_answers(monkeypatch, lambda logits: logits * 1.001)
     report = export_onnx(SMALL, tmp_path / "m.onnx", exporter="torchscript")
     assert not report.ok and report.file_bytes == 0 and report.rel_diff > report.tolerance
     assert report.rel_diff == pytest.approx(1e-3, rel=0.05)  # 0.1% of every logit, the largest included
@@ -236,8 +241,7 @@ def test_export_command_prints_the_result(tmp_path, capsys):
 
 
 def test_export_command_json_and_exit_1_beyond_tolerance(tmp_path, capsys, monkeypatch):
-    real = deploy_onnx._session
-    monkeypatch.setattr(deploy_onnx, "_session", lambda o, f, *, threads: (lambda x: real(o, f, threads=threads)(x) + 1))
+    _runtime_answers(monkeypatch, lambda logits: logits + 1)
     path = tmp_path / "m.onnx"
     assert main(["export", SMALL, "--onnx", str(path), "--exporter", "torchscript", "--format", "json"]) == 1
     captured = capsys.readouterr()
@@ -285,3 +289,12 @@ def test_export_command_reads_a_checkpoint(tmp_path, capsys):
         expected = model(x)
     got = _ort(path, x)
     assert got.shape == (2, 5) and np.allclose(got, expected, atol=1e-4 * expected.abs().max().item())
+
+
+def test_ort_runner_refuses_what_it_cannot_run():
+    with pytest.raises(TypeError, match="expected an nn.Module, got str"):
+        ort_runner(SMALL, torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="lenet5_modern: input 8x8 is too small"):
+        ort_runner(create_model(SMALL), torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        ort_runner(create_model(SMALL), torch.randn(1, 1, 32, 32), threads=0)

@@ -133,6 +133,8 @@ def export_onnx(source: nn.Module | str | os.PathLike, path: str | os.PathLike, 
             rel = diff / scale if scale > 0 else diff
             ok = rel <= tolerance
             if ok:
+                with open(tmp, "rb+") as f:  # on disk before it takes the name
+                    os.fsync(f.fileno())
                 os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -161,12 +163,17 @@ def ort_runner(model: nn.Module, example: Tensor, *, threads: int | None = None,
         raise ValueError("example must be a batch of images shaped (N, C, H, W)")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    _resolve(model)  # on the CPU
     example = example.detach().float().cpu()
     if example.shape[0] < 2:  # torch.export treats a batch of 1 as a fixed size
         example = example[:1].expand(2, *example.shape[1:]).contiguous()
     was_training = model.training
     model.eval()
     try:
+        with torch.no_grad():
+            model(example[:1])  # the input check speaks before the exporter does
         with tempfile.TemporaryDirectory(prefix="cnnzoo-onnx-") as folder:
             file = os.path.join(folder, "model.onnx")
             _export(model, example, file, dynamic_batch=True, opset=DEFAULT_OPSET, exporter=exporter)
@@ -178,6 +185,10 @@ def ort_runner(model: nn.Module, example: Tensor, *, threads: int | None = None,
 def _resolve(source) -> tuple[nn.Module, str]:
     """The module to export and its label, from a module, a registered name or a checkpoint file."""
     if isinstance(source, nn.Module):
+        devices = {t.device.type for t in [*source.parameters(), *source.buffers()]}
+        if devices - {"cpu"}:
+            raise ValueError(f"the model is on {', '.join(sorted(devices - {'cpu'}))}; ONNX export and ONNX Runtime "
+                             f"run here on the CPU: pass model.cpu()")
         return source, _registered_name(source) or type(source).__name__
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"expected a model name, a checkpoint file or an nn.Module, got {type(source).__name__}")
