@@ -234,3 +234,16 @@ def test_bfloat16_drift_is_small_on_real_images():
     assert drift.top1_agreement >= 0.9, drift
     exact = precision_drift(model, optimize(model), images)
     assert exact.max_rel < 1e-4 and exact.top1_agreement == 1.0
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_agrees_with_eager():
+    """torch.compile with freezing (seconds to compile even a small net on a CPU)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    model = _with_running_statistics(create_model("resnet20"))
+    with torch.no_grad():
+        expected = model(x)
+    fast = optimize(model, compile=True)
+    assert "torch.compile" in fast.notes
+    torch.testing.assert_close(fast(x), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))

@@ -10,7 +10,9 @@ What it does, each step optional:
 - stores weights and activations channels-last (NHWC), the layout oneDNN and cuDNN convolutions prefer;
 - converts to bfloat16 (or float16 on CUDA) where the device computes in it natively: on a CPU that means
   AVX-512-BF16 or AMX; elsewhere bfloat16 would be emulated and slower, so float32 is kept and the notes say so;
-- compiles with `torch.compile` on request (the first call then takes seconds to minutes).
+- compiles with `torch.compile` on request, with inductor's freezing (weights become constants: packed once for
+  oneDNN, each convolution fused with the activation or sum after it). The first call, and the first at each new
+  input shape, then takes seconds to minutes; later changes to the original model's weights are not seen.
 
 The returned `OptimizedModel` takes an ordinary float32 NCHW batch, converts it itself, runs under
 `torch.inference_mode` and returns float32 logits, so it drops in where the eager model was used for
@@ -44,7 +46,9 @@ class OptimizedModel(nn.Module):
         self.compiled = compiled
         self.notes = notes
         self._check = _take_input_check(model)
-        self._run = torch.compile(model) if compiled else model
+        # freezing: the weights become constants of the compiled graph, so oneDNN packs them once and fuses each
+        # convolution with the activation or sum after it (what ONNX Runtime does too); the net is inference-only
+        self._run = torch.compile(model, options={"freezing": True}) if compiled else model
 
     def forward(self, x: Tensor) -> Tensor:
         if self._check is not None:
