@@ -1,0 +1,205 @@
+"""The fast inference path against torchvision eager and ONNX Runtime, measured in one run on this machine.
+
+    .venv/bin/python benchmarks/fast_path.py [--models resnet50,...] [--batch 32] [--rounds 5] [--threads N]
+
+For each net (cnnzoo's torchvision-compatible twin, loaded with the same weights as torchvision's own model,
+which is initialised by torchvision: no pretrained weights can be downloaded here) it times, interleaved round by
+round so that a busy core slows every path alike: torchvision eager float32 (the baseline), cnnzoo eager float32,
+ONNX Runtime (the `export` extra), `cnnzoo.optimize` in float32 and, where the CPU has AMX or AVX-512-BF16, in
+bfloat16. It prints images/s, the ratios to the baseline and to ONNX Runtime, and achieved GFLOP/s as a fraction
+of a matmul ceiling measured in the same run for the same dtype (FLOPs from cnnzoo's profiler). Then ResNet-50's
+batch-1 latency, and what bfloat16 changes in ResNet-50's answers on the real-image set (scikit-learn's two
+photographs and digits, cut and resized: `cnnzoo.deploy.images`).
+
+Goals (issue "Speed on the user's machine"): fast path float32 at least ONNX Runtime's speed on every net (stretch
+1.2x); bfloat16 ResNet-50 at batch 32 at least 8x torchvision eager float32, top-1 agreement at least 99%; batch-1
+latency at least 1.5x torchvision eager on ResNet-50; cnnzoo eager at least 0.98x torchvision eager. Ctrl-C or
+SIGTERM stops it with the rows measured so far, marked partial (exit status 130 or 143).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torchvision
+
+import cnnzoo
+from cnnzoo.deploy import bf16_support, optimize
+from cnnzoo.deploy.images import precision_drift, real_images
+from stopping import Stop, Stopped
+
+# cnnzoo name, torchvision builder: the issue's ten nets (GoogLeNet as its batch-norm twin)
+NETS = {
+    "alexnet_owt": "alexnet", "vgg16": "vgg16", "googlenet_bn": "googlenet", "resnet18": "resnet18",
+    "resnet50_v1_5": "resnet50", "resnet152_v1_5": "resnet152", "densenet121": "densenet121",
+    "squeezenet1_1": "squeezenet1_1", "resnext50_32x4d": "resnext50_32x4d", "wide_resnet50_2": "wide_resnet50_2",
+}
+
+
+def cpu_description() -> str:
+    from cnnzoo.deploy.optimize import cpu_flags
+
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    flags = cpu_flags()
+    isa = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512-BF16"),
+                                     ("amx_bf16", "AMX")) if flag in flags]
+    return f"{name} ({', '.join(isa) or 'no AVX2'}), {torch.get_num_threads()} thread(s)"
+
+
+def ceiling(dtype: torch.dtype, seconds: float = 1.0, n: int = 2048) -> float:
+    """GFLOP/s of an n x n matmul in `dtype`: the most this CPU's BLAS does with these threads."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+def interleaved(paths: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Median seconds per call of each path, one call of every path per round after one warm-up call each."""
+    with torch.inference_mode():
+        for run in paths.values():
+            run(x)
+        times = {name: [] for name in paths}
+        for _ in range(rounds):
+            for name, run in paths.items():
+                t = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def twins(ours: str, theirs: str):
+    tv = getattr(torchvision.models, theirs)(weights=None).eval()
+    model = cnnzoo.create_model(ours).eval()
+    model.load_state_dict(tv.state_dict())
+    return model, tv
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(NETS), help="cnnzoo twins, comma-separated (default: ten)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5, help="timed calls of each path (default 5)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
+    parser.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out")
+    parser.add_argument("--drift-images", type=int, default=256, help="real images for bfloat16's drift")
+    args = parser.parse_args()
+    unknown = [m for m in args.models.split(",") if m not in NETS]
+    if unknown:
+        parser.error(f"no torchvision twin listed for {unknown}; choose from {', '.join(NETS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    warnings.filterwarnings("ignore")
+    bf16, why = bf16_support("cpu")
+
+    print(f"CPU: {cpu_description()}; torch {torch.__version__}, torchvision {torchvision.__version__}")
+    print(f"bfloat16: {'yes' if bf16 else 'no'} ({why}); batch {args.batch}; median of {args.rounds} interleaved calls")
+    stop = Stop()
+    rows, latency, drift = [], None, None
+    try:
+        peak32 = ceiling(torch.float32)
+        peak16 = ceiling(torch.bfloat16) if bf16 else None
+        print(f"matmul ceiling: float32 {peak32:.0f} GFLOP/s" + (f", bfloat16 {peak16:.0f} GFLOP/s" if bf16 else ""))
+        for name in args.models.split(","):
+            model, tv = twins(name, NETS[name])
+            x = torch.randn(args.batch, *cnnzoo.model_card(name).input_size)
+            paths = {"torchvision": tv, "eager": model}
+            if not args.no_onnx:
+                from cnnzoo.deploy.onnx import ort_runner
+
+                paths["onnxruntime"] = ort_runner(model, x, threads=threads)
+            paths["fast"] = optimize(model)
+            if bf16:
+                paths["fast_bf16"] = optimize(model, dtype=torch.bfloat16)
+            seconds = interleaved(paths, x, args.rounds)
+            flops = cnnzoo.profile(name, batch_size=args.batch).flops
+            rows.append((name, seconds, flops))
+            print(_row(name, seconds, flops, peak32, peak16, args.batch), flush=True)
+        if "resnet50_v1_5" in args.models.split(","):
+            model, tv = twins("resnet50_v1_5", "resnet50")
+            one = torch.randn(1, 3, 224, 224)
+            paths = {"torchvision": tv, "fast": optimize(model)}
+            if bf16:
+                paths["fast_bf16"] = optimize(model, dtype=torch.bfloat16)
+            latency = interleaved(paths, one, args.rounds * 4)
+            if bf16:
+                images = real_images(args.drift_images, 224)
+                drift = precision_drift(model, paths["fast_bf16"], images)
+    except Stopped:
+        pass
+    stop.done()
+
+    print()
+    print(_goals(rows, latency, drift, bf16, args.no_onnx))
+    if stop.partial:
+        print(f"PARTIAL: stopped by {stop.signal} after {len(rows)} of {len(args.models.split(','))} nets")
+    return stop.status
+
+
+def _row(name, s, flops, peak32, peak16, batch) -> str:
+    def rate(path):
+        return batch / s[path]
+
+    parts = [f"{name:16s} torchvision {rate('torchvision'):7.1f} img/s",
+             f"eager {s['torchvision'] / s['eager']:.2f}x"]
+    if "onnxruntime" in s:
+        parts.append(f"onnxruntime {s['torchvision'] / s['onnxruntime']:.2f}x ({flops / s['onnxruntime'] / 1e9 / peak32:.0%} of ceiling)")
+    parts.append(f"fast {s['torchvision'] / s['fast']:.2f}x ({flops / s['fast'] / 1e9 / peak32:.0%})")
+    if "onnxruntime" in s:
+        parts.append(f"fast/onnxruntime {s['onnxruntime'] / s['fast']:.2f}x")
+    if "fast_bf16" in s:
+        parts.append(f"bf16 {s['torchvision'] / s['fast_bf16']:.2f}x ({flops / s['fast_bf16'] / 1e9 / peak16:.0%} of bf16)")
+    return "  ".join(parts)
+
+
+def _goals(rows, latency, drift, bf16, no_onnx) -> str:
+    lines = ["goals:"]
+    if rows and not no_onnx:
+        worst = min(rows, key=lambda r: r[1]["onnxruntime"] / r[1]["fast"])
+        ratio = worst[1]["onnxruntime"] / worst[1]["fast"]
+        lines.append(f"  fast path float32 >= ONNX Runtime on every net: lowest {ratio:.2f}x ({worst[0]}) -> "
+                     f"{'met' if ratio >= 1 else 'not met'}{' (stretch 1.2x met)' if ratio >= 1.2 else ''}")
+    if rows:
+        worst = min(rows, key=lambda r: r[1]["torchvision"] / r[1]["eager"])
+        ratio = worst[1]["torchvision"] / worst[1]["eager"]
+        lines.append(f"  cnnzoo eager >= 0.98x torchvision eager: lowest {ratio:.3f}x ({worst[0]}) -> "
+                     f"{'met' if ratio >= 0.98 else 'not met'}")
+    r50 = next((r for r in rows if r[0] == "resnet50_v1_5"), None)
+    if r50 and bf16:
+        ratio = r50[1]["torchvision"] / r50[1]["fast_bf16"]
+        lines.append(f"  bfloat16 ResNet-50 >= 8x torchvision eager float32: {ratio:.2f}x -> "
+                     f"{'met' if ratio >= 8 else 'not met'}")
+    elif not bf16:
+        lines.append("  bfloat16 goal: does not apply (this CPU has no native bfloat16)")
+    if drift is not None:
+        lines.append(f"  bfloat16 top-1 agreement with float32 on {drift.images} real images >= 99%: "
+                     f"{drift.top1_agreement:.1%} (largest logit change {drift.max_rel:.2%} of the logits' scale) -> "
+                     f"{'met' if drift.top1_agreement >= 0.99 else 'not met'}")
+    if latency is not None:
+        ratio = latency["torchvision"] / latency["fast"]
+        text = (f"  batch-1 latency, ResNet-50, fast >= 1.5x torchvision eager: {latency['torchvision'] * 1e3:.1f} ms "
+                f"-> {latency['fast'] * 1e3:.1f} ms, {ratio:.2f}x -> {'met' if ratio >= 1.5 else 'not met'}")
+        if "fast_bf16" in latency:
+            text += f" (bfloat16: {latency['fast_bf16'] * 1e3:.1f} ms, {latency['torchvision'] / latency['fast_bf16']:.2f}x)"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
