@@ -169,14 +169,17 @@ def _measure(bench, configs, args):
 
     for s in STOP_SIGNALS:
         signal.signal(s, stop)
-    progress = _progress(len(configs))
+    progress = _progress()
     try:
         with progress:
-            task = progress.add_task("bench", total=len(configs)) if progress.live else None
+            def name(i):  # the configuration being measured
+                return "" if i >= len(configs) else f"{configs[i].label} b{configs[i].batch} {configs[i].path}"
+
+            task = progress.add_task(name(0), total=len(configs)) if progress is not _QUIET else None
             for row in bench.run_bench(configs, min_time=args.min_time, min_repeats=args.min_repeats):
                 rows.append(row)
                 if task is not None:
-                    progress.update(task, advance=1, description=f"{row.model} b{row.batch} {row.path}")
+                    progress.update(task, advance=1, description=name(len(rows)))
     except _Stopped as err:
         stopped = err.args[0]
     except KeyboardInterrupt:  # a Ctrl-C that reached the interpreter before our handler was in place
@@ -189,8 +192,6 @@ def _measure(bench, configs, args):
 
 
 class _NoProgress:
-    live = False
-
     def __enter__(self):
         return self
 
@@ -198,16 +199,18 @@ class _NoProgress:
         return False
 
 
-def _progress(total: int):
+_QUIET = _NoProgress()
+
+
+def _progress():
     """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
     if not sys.stderr.isatty():
-        return _NoProgress()
+        return _QUIET
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-    progress.live = True
     return progress
 
 

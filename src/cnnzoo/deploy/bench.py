@@ -16,12 +16,13 @@ The row gives the median latency, its 10th and 90th percentiles and images/s = b
 
 Isolation and memory: on the CPU every configuration runs in a process of its own, forked from a server
 process that has imported torch and never computed (so no thread pool is inherited half-alive; forking the
-caller itself would hang a child whenever the caller had used OpenMP). The child resets its peak RSS
-(`/proc/self/clear_refs`), notes its RSS, builds the model and runs it; `peak_memory_bytes` is its highest RSS
-(VmHWM) less the RSS before the model was built: weights, input, activations, workspaces, the fast path's copy,
-the gradients and momentum of a training step. A child that dies (out of memory, a crash) gives a row with the
-reason. On CUDA configurations run in this process, one after the other, and the peak is
-`torch.cuda.max_memory_allocated` less what was allocated before the model was built.
+caller itself would hang a child whenever the caller had used OpenMP). The child notes its RSS, builds the model
+and its path (the fast path's copy, the ONNX Runtime session), gives freed memory back (malloc_trim) and resets
+its peak RSS (`/proc/self/clear_refs`), then runs; `peak_memory_bytes` is its highest RSS (VmHWM) less the RSS
+before the model was built: weights, what the path keeps, input, activations, workspaces, and a training step's
+gradients and momentum. A child that dies (out of memory, a crash) gives a row with the reason. On CUDA the
+configurations run in this process, one after the other (a fresh CUDA context each would cost more than the
+run), and the peak is `torch.cuda.max_memory_allocated` less what was allocated before the model was built.
 
 Throughput against the machine: `flops_per_image` comes from the profiler (`cnnzoo.profile`, the model's one
 trace: the forward's FLOPs in inference, `train_flops` in training, the same for every path, so GFLOP/s compare
@@ -43,7 +44,7 @@ import signal
 import statistics
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
@@ -232,7 +233,8 @@ def _describe(source: str, mode: str, input_size) -> tuple[dict, str | None]:
         flops = None
     base = dict(source=source, label=label, input_size=size,
                 num_classes=options.get("num_classes", card.num_classes), flops_per_image=flops,
-                top1_err=card.top1_err if not options else None, dataset=card.dataset)
+                top1_err=card.top1_err if source == name else None, dataset=card.dataset)  # a checkpoint's own
+    # accuracy is not its paper's
     twin = card.torchvision if not options else None  # options change the architecture: no twin then
     return base, twin
 
@@ -647,7 +649,7 @@ def matmul_ceiling(dtype: str = "float32", device: str = "cpu", threads: int | N
                    seconds: float = 0.5, isolate: bool | None = None) -> float:
     """GFLOP/s of a large square matrix product (2 n^3 FLOPs) in `dtype` on `device` with `threads`: the best of
     repeats for about `seconds`, n doubled from 256 until one product takes 20 ms (at most 4096 on a CPU, 16384
-    on CUDA). Measured once per run and reused (the rows' `ceiling_fraction`)."""
+    on CUDA). Measured once per process and reused (the rows' `ceiling_fraction`)."""
     threads = threads or default_threads()
     key = (dtype, device, threads)
     if key not in _CEILINGS:
