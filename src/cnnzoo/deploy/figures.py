@@ -100,15 +100,11 @@ def _legend(ax, count: int) -> None:
 
 
 def _time_per_image(rows):
-    series, paths = _series(rows), {r.path for r in rows}
     fig, ax = _figure("Forward time per image against batch size (Canziani et al. 2016, Fig. 3)", "batch size",
                       "ms per image")
     table = [["model", "path", "mode", "batch", "ms_per_image"]]
-    for (model, path), rs in series.items():
-        ax.plot([r.batch for r in rs], [r.latency_ms / r.batch for r in rs], marker="o",
-                label=_label(model, path, paths))
-        table += [[model, path, r.mode, r.batch, r.latency_ms / r.batch] for r in rs]
-    _legend(ax, len(series))
+    _lines(fig, ax, rows, lambda r: r.latency_ms / r.batch)
+    table += [[r.model, r.path, r.mode, r.batch, r.latency_ms / r.batch] for r in rows]
     return fig, table, []
 
 
@@ -116,15 +112,35 @@ def _memory(rows):
     rows = [r for r in rows if r.peak_memory_bytes is not None]
     if not rows:
         return None, None, ["memory: no peak memory was measured (it needs Linux's /proc or a CUDA device)"]
-    series, paths = _series(rows), {r.path for r in rows}
     fig, ax = _figure("Peak memory against batch size (Canziani et al. 2016, Fig. 6)", "batch size", "peak MiB")
+    _lines(fig, ax, rows, lambda r: r.peak_memory_bytes / 2**20)
     table = [["model", "path", "mode", "batch", "peak_memory_bytes"]]
-    for (model, path), rs in series.items():
-        ax.plot([r.batch for r in rs], [r.peak_memory_bytes / 2**20 for r in rs], marker="o",
-                label=_label(model, path, paths))
-        table += [[model, path, r.mode, r.batch, r.peak_memory_bytes] for r in rs]
-    _legend(ax, len(series))
+    table += [[r.model, r.path, r.mode, r.batch, r.peak_memory_bytes] for r in rows]
     return fig, table, []
+
+
+STYLES = {"eager": "-", "fast": "--", "compile": "-.", "onnxruntime": ":"}
+
+
+def _lines(fig, ax, rows, value) -> None:
+    """One line per net (a colour each) and path (a line style each) against batch size; the legend outside."""
+    import matplotlib
+
+    series, paths = _series(rows), {r.path for r in rows}
+    models = list(dict.fromkeys(model for model, _ in series))
+    cmap = matplotlib.colormaps["tab10" if len(models) <= 10 else "tab20" if len(models) <= 20 else "turbo"]
+    colour = {m: cmap(i if len(models) <= 20 else i / max(1, len(models) - 1)) for i, m in enumerate(models)}
+    for (model, path), rs in series.items():
+        ax.plot([r.batch for r in rs], [value(r) for r in rs], marker="o", markersize=3, linewidth=1,
+                color=colour[model], linestyle=STYLES.get(path, "-"), label=_label(model, path, paths))
+    batches = sorted({r.batch for r in rows})
+    ax.set_xticks(batches, [str(b) for b in batches])
+    from matplotlib.ticker import NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())
+    count = len(series)
+    fig.set_size_inches(8 + 2 * (1 + count // 40), 5.5 if count <= 30 else 8)
+    fig.legend(loc="outside right upper", fontsize=8 if count <= 15 else 6, ncol=1 + count // 40)
 
 
 def _first_path(rows) -> str:
