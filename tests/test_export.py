@@ -74,14 +74,21 @@ def _side(name: str) -> int:
     return 96
 
 
-def _with_running_statistics(model: nn.Module) -> nn.Module:
-    """Batch norms as after training: a freshly built one is the identity, which would hide a wrong export."""
+def _with_running_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Batch norms as after training (a fresh one is the identity, which would hide a wrong export), scaled down
+    until the logits of `x` are finite: as built, a very deep net's residual branches add up past float32's range
+    in eval mode (ResNet-1202's logits are NaN)."""
     generator = torch.Generator().manual_seed(0)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+        for m in norms:
+            m.running_mean.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+        for _ in range(10):
+            if not norms or torch.isfinite(model.eval()(x)).all():
+                break
+            for m in norms:
+                m.running_var.mul_(4)
     return model.eval()
 
 
@@ -90,8 +97,8 @@ def test_every_model_exports_and_agrees_with_eager(name, tmp_path):
     """The registry-wide check runs the TorchScript-based exporter (ten times faster here); where it cannot
     translate the model, the torch.export-based one, as `exporter="auto"` would in the other order."""
     torch.manual_seed(0)
-    model = _with_running_statistics(create_model(name))
     c, side = model_card(name).input_size[0], _side(name)
+    model = _with_running_statistics(create_model(name), torch.randn(1, c, side, side))
     path = tmp_path / f"{name}.onnx"
     try:
         report = export_onnx(model, path, input_size=(c, side, side), exporter="torchscript")
@@ -206,7 +213,7 @@ def test_the_model_keeps_its_mode(tmp_path):
 
 
 def test_ort_runner_is_the_model_in_onnx_runtime():
-    model = _with_running_statistics(create_model(SMALL))
+    model = create_model(SMALL).eval()
     run = ort_runner(model, torch.randn(1, 1, 32, 32), threads=1)
     assert run.session.get_session_options().intra_op_num_threads == 1
     for batch in (1, 3):
@@ -298,3 +305,12 @@ def test_ort_runner_refuses_what_it_cannot_run():
         ort_runner(create_model(SMALL), torch.randn(1, 1, 8, 8))
     with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
         ort_runner(create_model(SMALL), torch.randn(1, 1, 32, 32), threads=0)
+
+
+def test_logits_that_are_not_finite_cannot_be_compared(tmp_path):
+    model = create_model(SMALL).eval()
+    with torch.no_grad():
+        [m for m in model.modules() if isinstance(m, nn.Linear)][-1].bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="lenet5_modern: PyTorch's own logits on the check batch are not finite"):
+        export_onnx(model, tmp_path / "m.onnx", exporter="torchscript")
+    assert os.listdir(tmp_path) == []

@@ -59,20 +59,27 @@ def _model_and_inputs(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]
             side = 96
         except ValueError:  # a fixed-size classifier (AlexNet, ZFNet, VGG)
             pass
-    model = _with_running_statistics(create_model(name))
     generator = torch.Generator().manual_seed(1)
-    return model, torch.randn(2, c, side, side, generator=generator), torch.randn(3, c, side, side,
-                                                                                   generator=generator)
+    example, other = torch.randn(2, c, side, side, generator=generator), torch.randn(3, c, side, side,
+                                                                                       generator=generator)
+    return _with_running_statistics(create_model(name), other), example, other
 
 
-def _with_running_statistics(model: nn.Module) -> nn.Module:
-    """Batch norms as after training: a freshly built one is the identity, which would hide a wrong trace."""
+def _with_running_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Batch norms as after training (a fresh one is the identity, which would hide a wrong trace), scaled down
+    until the logits of `x` are finite: as built, a very deep net's residual branches add up past float32's range
+    in eval mode (ResNet-1202's logits are NaN)."""
     generator = torch.Generator().manual_seed(0)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+        for m in norms:
+            m.running_mean.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+        for _ in range(10):
+            if not norms or torch.isfinite(model.eval()(x)).all():
+                break
+            for m in norms:
+                m.running_var.mul_(4)
     return model.eval()
 
 

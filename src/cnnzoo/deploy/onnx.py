@@ -116,6 +116,10 @@ def export_onnx(source: nn.Module | str | os.PathLike, path: str | os.PathLike, 
             started = time.perf_counter()
             expected = model(probe).float()  # runs the input check: a size the model cannot take stops here
             eager_s = time.perf_counter() - started
+        if not torch.isfinite(expected).all():
+            raise ValueError(f"{label}: PyTorch's own logits on the check batch are not finite (NaN or inf), so ONNX "
+                             f"Runtime's cannot be compared with them; nothing was written. A very deep net as built "
+                             f"(batch norms without statistics) overflows in eval mode: export trained weights")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
