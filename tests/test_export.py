@@ -20,10 +20,7 @@ from cnnzoo.deploy.onnx import ExportError, export_onnx, ort_runner
 from cnnzoo.train.checkpoint import model_from_checkpoint, save_checkpoint
 
 # Models no exporter can translate faithfully, and why (to move to the model card's field once it has one).
-CANNOT_EXPORT = {
-    "lenet5": "ONNX's AveragePool has no divisor_override: both torch exporters drop it, so the Subsampling "
-              "layer's 2x2 window sums (avg_pool2d(..., divisor_override=1)) become window means in the file",
-}
+CANNOT_EXPORT: dict[str, str] = {}  # name: why its file cannot agree with eager (none today)
 
 
 PARAMS = registered_params(list_models())  # computed on the meta device once per source, then cached

@@ -120,8 +120,10 @@ class Subsampling(nn.Module):
         self.fan_in = 4  # the four inputs of a unit share its one coefficient
 
     def forward(self, x: Tensor) -> Tensor:
-        window_sums = F.avg_pool2d(x, kernel_size=2, stride=2, divisor_override=1)
-        return window_sums * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        # the window sum as 4 x the window mean: ONNX's AveragePool has no divisor_override, so avg_pool2d(...,
+        # divisor_override=1) would export as a mean; the 4 goes into the per-map coefficient (C multiplies)
+        window_means = F.avg_pool2d(x, kernel_size=2, stride=2)
+        return window_means * (self.fan_in * self.weight).view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()}, window=2x2 sum"
