@@ -96,3 +96,17 @@ def test_shape_mismatch_is_named(tmp_path):
     save_checkpoint(tmp_path / "a.pt", payload)
     with pytest.raises(CheckpointError, match=r"shape differs: .*\(10, 84\) vs \(12, 84\)"):
         model_from_checkpoint(tmp_path / "a.pt")
+
+
+def test_atomic_writes_make_ordinary_files(tmp_path):
+    """mkstemp creates 0600; a chart, a CSV or a checkpoint is an ordinary file: 0666 less the umask."""
+    import os
+
+    from cnnzoo.train.checkpoint import atomic_write_text
+
+    mask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.csv", "x\n")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o640

@@ -120,7 +120,10 @@ def export_onnx(source: nn.Module | str | os.PathLike, path: str | os.PathLike, 
             raise ValueError(f"{label}: PyTorch's own logits on the check batch are not finite (NaN or inf), so ONNX "
                              f"Runtime's cannot be compared with them; nothing was written. A very deep net as built "
                              f"(batch norms without statistics) overflows in eval mode: export trained weights")
+        from cnnzoo.train.checkpoint import ordinary_file_mode
+
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        ordinary_file_mode(fd)  # an ordinary file once renamed, not mkstemp's 0600
         os.close(fd)
         try:
             started = time.perf_counter()
