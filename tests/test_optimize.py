@@ -1,6 +1,7 @@
 """The fast inference path: batch norm folding, channels-last, bfloat16, and what they change in the answers."""
 
 import importlib
+import os
 import warnings
 
 import pytest
@@ -10,8 +11,15 @@ from torch import nn
 from cnnzoo import create_model, list_models, model_card
 from cnnzoo.deploy import OptimizedModel, bf16_support, fold_batchnorm, optimize
 from cnnzoo.deploy.images import precision_drift, real_images
+from conftest import HEAVY_MODELS
 
 ALL = list_models()
+# The nets that take seconds each (tests/conftest.py): checked against eager with CNNZOO_OPTIMIZE_ALL=1, left out
+# of the suite, which must fit in 15 minutes on 2 cores; every family is covered by its other nets.
+EVERY = os.environ.get("CNNZOO_OPTIMIZE_ALL") == "1"
+IN_SUITE = [n if EVERY or n not in HEAVY_MODELS else
+            pytest.param(n, marks=pytest.mark.skip(reason="seconds each on a CPU: CNNZOO_OPTIMIZE_ALL=1 checks it"))
+            for n in ALL]
 fast_module = importlib.import_module("cnnzoo.deploy.optimize")  # the attribute is the function
 
 
@@ -46,7 +54,7 @@ def _native_input(name: str) -> torch.Tensor:
     return torch.randn(1, *model_card(name).input_size, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", IN_SUITE)
 def test_fast_path_agrees_with_eager(name):
     """Within 1e-4 of the logits' scale; or, for a net that amplifies rounding more than that, within twice the
     error float32 eager itself makes against float64 (the fast path may round differently, not worse)."""

@@ -21,6 +21,7 @@ inference. The input check of a cnnzoo model still runs on every call, before th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -185,12 +186,9 @@ def _conv_bn_pairs(model: nn.Module) -> tuple[list[tuple[str, str]], str]:
     import torch.fx
 
     check = _input_check(model)
-    try:
-        if check is not None:
-            with check.suspended():
-                graph = torch.fx.symbolic_trace(model).graph
-        else:
-            graph = torch.fx.symbolic_trace(model).graph
+    try:  # the graph alone: a GraphModule (symbolic_trace) would also generate and compile its code
+        with check.suspended() if check is not None else contextlib.nullcontext():
+            graph = torch.fx.Tracer().trace(model)
     except Exception as err:  # FX raises many kinds on dynamic control flow; any of them means "not traceable"
         return [], f"not traceable by torch.fx: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     calls: dict[str, int] = {}
