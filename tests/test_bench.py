@@ -58,6 +58,7 @@ def test_peak_memory_grows_with_the_batch(rows):
     assert peak("resnet20", 64, "fast") > peak("resnet20", 1, "fast")
 
 
+@pytest.mark.slow
 def test_refused_configurations_are_rows_with_their_reason():
     configs = bench.plan(["lenet5"], mode="train", paths=["eager", "fast"], threads=1)
     trained, fast = bench.run_bench(configs, min_time=0.01, min_repeats=1)
@@ -198,6 +199,7 @@ def test_figures_fail_early_without_matplotlib(monkeypatch, tmp_path, capsys):
     assert "pip install 'cnnzoo[plot]'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_figures_are_written_with_their_csv(rows, tmp_path):
     from cnnzoo.deploy.figures import write_figures
 

@@ -117,6 +117,7 @@ def _ort(path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
 
+@pytest.mark.slow  # the dynamo exporter: seconds even for the smallest net
 def test_the_dynamo_exporter_writes_a_file_with_a_free_batch_size(tmp_path):
     model = create_model(SMALL).eval()
     path = tmp_path / "m.onnx"
