@@ -82,6 +82,17 @@ def interleaved(paths: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def fast_paths(model, bf16: bool, *, compiled: bool) -> dict:
+    """cnnzoo's fast paths of `model`: float32, and bfloat16 where the CPU has it; each also compiled on request."""
+    dtypes = {"": None, "_bf16": torch.bfloat16} if bf16 else {"": None}
+    paths = {}
+    for suffix, dtype in dtypes.items():
+        paths[f"fast{suffix}"] = optimize(model, dtype=dtype)
+        if compiled:
+            paths[f"compiled{suffix}"] = optimize(model, dtype=dtype, compile=True)
+    return paths
+
+
 def twins(ours: str, theirs: str):
     tv = getattr(torchvision.models, theirs)(weights=None).eval()
     model = cnnzoo.create_model(ours).eval()
@@ -126,13 +137,7 @@ def main() -> int:
                 from cnnzoo.deploy.onnx import ort_runner
 
                 paths["onnxruntime"] = ort_runner(model, x, threads=threads)
-            paths["fast"] = optimize(model)
-            if not args.no_compile:
-                paths["compiled"] = optimize(model, compile=True)
-            if bf16:
-                paths["fast_bf16"] = optimize(model, dtype=torch.bfloat16)
-                if not args.no_compile:
-                    paths["compiled_bf16"] = optimize(model, dtype=torch.bfloat16, compile=True)
+            paths.update(fast_paths(model, bf16, compiled=not args.no_compile))
             seconds = interleaved(paths, x, args.rounds)
             flops = cnnzoo.profile(name, batch_size=args.batch).flops
             rows.append((name, seconds, flops))
@@ -140,13 +145,7 @@ def main() -> int:
         if "resnet50_v1_5" in args.models.split(","):
             model, tv = twins("resnet50_v1_5", "resnet50")
             one = torch.randn(1, 3, 224, 224)
-            paths = {"torchvision": tv, "fast": optimize(model)}
-            if not args.no_compile:
-                paths["compiled"] = optimize(model, compile=True)
-            if bf16:
-                paths["fast_bf16"] = optimize(model, dtype=torch.bfloat16)
-                if not args.no_compile:
-                    paths["compiled_bf16"] = optimize(model, dtype=torch.bfloat16, compile=True)
+            paths = {"torchvision": tv, **fast_paths(model, bf16, compiled=not args.no_compile)}
             latency = interleaved(paths, one, args.rounds * 4)
             if bf16:
                 images = real_images(args.drift_images, 224)

@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnzoo import create_model, list_models, model_card
 from cnnzoo.analysis.counting import registered_params
+from helpers import cheapest_per_family, small_side, with_running_statistics
 from cnnzoo.cli import main
 from cnnzoo.deploy import onnx as deploy_onnx
 from cnnzoo.deploy.onnx import ExportError, export_onnx, ort_runner
@@ -26,15 +27,6 @@ CANNOT_EXPORT: dict[str, str] = {}  # name: why its file cannot agree with eager
 PARAMS = registered_params(list_models())  # computed on the meta device once per source, then cached
 
 
-def _cheapest_per_family(names: list[str]) -> set[str]:
-    """Each family's model with the fewest parameters (then the first name)."""
-    best: dict[str, tuple] = {}
-    for name in names:
-        key = (PARAMS[name], name)
-        best[model_card(name).family] = min(best.get(model_card(name).family, key), key)
-    return {name for _, name in best.values()}
-
-
 # Time budget: exporting the whole registry takes minutes here (VGG's files are 0.5 GB; DenseNet-264 has 900
 # layers), so the suite exports each family's smallest model, and its quick part those under half a million
 # parameters. CNNZOO_EXPORT_ALL=1 exports every model; so does benchmarks/export_check.py, as a table.
@@ -42,7 +34,7 @@ def _cheapest_per_family(names: list[str]) -> set[str]:
 # each to write, check and load) are left to CNNZOO_EXPORT_ALL as well: their layers (grouped convolution, local
 # response normalisation, max-pooling, linear) are ones ResNeXt, the paper's GoogLeNet (added for its local response
 # normalisation: its family's smallest is the batch-norm twin) and the rest export in the suite.
-IN_SUITE = {n for n in _cheapest_per_family([n for n in list_models() if n not in CANNOT_EXPORT])
+IN_SUITE = {n for n in cheapest_per_family([n for n in list_models() if n not in CANNOT_EXPORT], PARAMS)
             if PARAMS[n] <= 50_000_000} | {"googlenet"} | set(CANNOT_EXPORT)
 EVERY = os.environ.get("CNNZOO_EXPORT_ALL") == "1"
 
@@ -62,45 +54,13 @@ ALL = [_case(name) for name in list_models()]
 SMALL = "lenet5_modern"  # the cheapest net to export: what the tests of the command and the file use
 
 
-def _side(name: str) -> int:
-    """A small square side the net accepts: its native side up to 64, else 96 where that fits."""
-    c, h, _ = model_card(name).input_size
-    if h <= 64:
-        return h
-    with torch.device("meta"):
-        meta = create_model(name).eval()
-    try:
-        meta(torch.empty(1, c, 96, 96, device="meta"))
-    except ValueError:  # a fixed-size classifier (AlexNet, ZFNet, VGG)
-        return h
-    return 96
-
-
-def _with_running_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Batch norms as after training (a fresh one is the identity, which would hide a wrong export), scaled down
-    until the logits of `x` are finite: as built, a very deep net's residual branches add up past float32's range
-    in eval mode (ResNet-1202's logits are NaN)."""
-    generator = torch.Generator().manual_seed(0)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    with torch.no_grad():
-        for m in norms:
-            m.running_mean.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
-        for _ in range(10):
-            if not norms or torch.isfinite(model.eval()(x)).all():
-                break
-            for m in norms:
-                m.running_var.mul_(4)
-    return model.eval()
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_every_model_exports_and_agrees_with_eager(name, tmp_path):
     """The registry-wide check runs the TorchScript-based exporter (ten times faster here); where it cannot
     translate the model, the torch.export-based one, as `exporter="auto"` would in the other order."""
     torch.manual_seed(0)
-    c, side = model_card(name).input_size[0], _side(name)
-    model = _with_running_statistics(create_model(name), torch.randn(1, c, side, side))
+    c, side = model_card(name).input_size[0], small_side(name)
+    model = with_running_statistics(create_model(name), torch.randn(1, c, side, side))
     path = tmp_path / f"{name}.onnx"
     try:
         report = export_onnx(model, path, input_size=(c, side, side), exporter="torchscript")

@@ -13,23 +13,15 @@ from torch import nn
 
 from cnnzoo import create_model, list_models, model_card
 from cnnzoo.analysis.counting import registered_params
+from helpers import cheapest_per_family, small_side, with_running_statistics
 
 PARAMS = registered_params(list_models())  # computed on the meta device once per source, then cached
-
-
-def _cheapest_per_family(names: list[str]) -> set[str]:
-    """Each family's model with the fewest parameters (then the first name)."""
-    best: dict[str, tuple] = {}
-    for name in names:
-        key = (PARAMS[name], name)
-        best[model_card(name).family] = min(best.get(model_card(name).family, key), key)
-    return {name for _, name in best.values()}
 
 
 # Time budget: tracing the whole registry takes minutes here (torch.export spends seconds on a net of hundreds of
 # layers: DenseNet-264 has 900), so the suite traces each family's smallest model, and its quick part those under
 # half a million parameters. CNNZOO_EXPORT_ALL=1 traces every model.
-IN_SUITE = _cheapest_per_family(list_models())
+IN_SUITE = cheapest_per_family(list_models(), PARAMS)
 EVERY = os.environ.get("CNNZOO_EXPORT_ALL") == "1"
 
 
@@ -50,37 +42,11 @@ def _model_and_inputs(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]
     accepts: its native side up to 64, else 96 where that fits (tracing costs the same at any size; running
     does not)."""
     torch.manual_seed(0)
-    c, side, _ = model_card(name).input_size
-    if side > 64:
-        with torch.device("meta"):
-            meta = create_model(name).eval()
-        try:
-            meta(torch.empty(1, c, 96, 96, device="meta"))
-            side = 96
-        except ValueError:  # a fixed-size classifier (AlexNet, ZFNet, VGG)
-            pass
+    c, side = model_card(name).input_size[0], small_side(name)
     generator = torch.Generator().manual_seed(1)
     example, other = torch.randn(2, c, side, side, generator=generator), torch.randn(3, c, side, side,
                                                                                        generator=generator)
-    return _with_running_statistics(create_model(name), other), example, other
-
-
-def _with_running_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Batch norms as after training (a fresh one is the identity, which would hide a wrong trace), scaled down
-    until the logits of `x` are finite: as built, a very deep net's residual branches add up past float32's range
-    in eval mode (ResNet-1202's logits are NaN)."""
-    generator = torch.Generator().manual_seed(0)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    with torch.no_grad():
-        for m in norms:
-            m.running_mean.copy_(torch.rand(m.num_features, generator=generator) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
-        for _ in range(10):
-            if not norms or torch.isfinite(model.eval()(x)).all():
-                break
-            for m in norms:
-                m.running_var.mul_(4)
-    return model.eval()
+    return with_running_statistics(create_model(name), other), example, other
 
 
 @pytest.mark.parametrize("name", ALL)
