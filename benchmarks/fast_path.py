@@ -30,6 +30,7 @@ import torchvision
 
 import cnnzoo
 from cnnzoo.deploy import bf16_support, optimize
+from cnnzoo.deploy.bench import environment, matmul_ceiling
 from cnnzoo.deploy.images import precision_drift, real_images
 from stopping import Stop, Stopped
 
@@ -42,30 +43,8 @@ NETS = {
 
 
 def cpu_description() -> str:
-    from cnnzoo.deploy.optimize import cpu_flags
-
-    name = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    flags = cpu_flags()
-    isa = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512-BF16"),
-                                     ("amx_bf16", "AMX")) if flag in flags]
-    return f"{name} ({', '.join(isa) or 'no AVX2'}), {torch.get_num_threads()} thread(s)"
-
-
-def ceiling(dtype: torch.dtype, seconds: float = 1.0, n: int = 2048) -> float:
-    """GFLOP/s of an n x n matmul in `dtype`: the most this CPU's BLAS does with these threads."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / min(times) / 1e9
+    env = environment(threads=torch.get_num_threads())
+    return f"{env['cpu']} ({', '.join(env['isa']) or 'no AVX2'}), {env['threads']} thread(s)"
 
 
 def interleaved(paths: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
@@ -126,8 +105,8 @@ def main() -> int:
     stop = Stop()
     rows, latency, drift = [], None, None
     try:
-        peak32 = ceiling(torch.float32)
-        peak16 = ceiling(torch.bfloat16) if bf16 else None
+        peak32 = matmul_ceiling("float32", threads=threads)
+        peak16 = matmul_ceiling("bfloat16", threads=threads) if bf16 else None
         print(f"matmul ceiling: float32 {peak32:.0f} GFLOP/s" + (f", bfloat16 {peak16:.0f} GFLOP/s" if bf16 else ""))
         for name in args.models.split(","):
             model, tv = twins(name, NETS[name])
