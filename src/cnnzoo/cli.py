@@ -157,7 +157,42 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             description="Export a registered model or a checkpoint to ONNX, check the file with onnx.checker, run "
                         "it in ONNX Runtime and compare its outputs with PyTorch's; exit status 1 when they differ "
                         "beyond tolerance.")
+    command("diagram", _diagram, _diagram_arguments,
+            help="a model's figure in its paper's visual language (SVG, PNG or PDF)",
+            description="Draw a model as its paper draws it, from the profiler's trace of the real model: layers "
+                        "as labelled blocks with output shapes, parallel branches side by side, residual shortcuts "
+                        "as arcs, repeated units collapsed; colour by operation class.")
+    command("report", _report, _report_arguments,
+            help="the lecture as a browsable static site: chart, tables, claims, one page per model",
+            description="Write a static site that opens from file:// with no network: the interactive complexity "
+                        "chart, the comparison table, the lecture's claims, a page per model (card, diagram, "
+                        "per-layer table, receptive field, memory, recipe) and a page per family.")
     return parser
+
+
+# diagram and report keep their flags and printing in their own modules
+def _diagram_arguments(p) -> None:
+    from cnnzoo.cli_diagram import arguments
+
+    arguments(p)
+
+
+def _diagram(args) -> int:
+    from cnnzoo.cli_diagram import run
+
+    return run(args)
+
+
+def _report_arguments(p) -> None:
+    from cnnzoo.cli_report import arguments
+
+    arguments(p)
+
+
+def _report(args) -> int:
+    from cnnzoo.cli_report import run
+
+    return run(args)
 
 
 # bench and export keep their flags and printing in their own modules (cli.py would pass 1,000 lines)
