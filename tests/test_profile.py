@@ -20,6 +20,7 @@ from cnnzoo.analysis.measure import measured_inference_peak, measurement_slack
 from cnnzoo.analysis.profile import OP_CLASSES
 
 profile_module = importlib.import_module("cnnzoo.analysis.profile")  # the package attribute is the function
+trace_module = importlib.import_module("cnnzoo.analysis.trace")
 
 
 class TinyNet(nn.Module):
@@ -346,7 +347,7 @@ def test_memory_estimates_against_cuda(name, batch):
                                         ("squeezenet1_0_complex_bypass", "eval"), ("fractalnet20", "train")])
 def test_fast_path_agrees_with_tracing_every_op(name, mode, monkeypatch):
     fast = cnnzoo.profile(name, batch_size=2, mode=mode)
-    monkeypatch.setattr(profile_module._Run, "fast", False)
+    monkeypatch.setattr(trace_module._Run, "fast", False)
     traced = cnnzoo.profile(name, batch_size=2, mode=mode)
     assert fast.layers == traced.layers
     assert (fast.peak_activation_bytes, fast.saved_activation_bytes) == (traced.peak_activation_bytes,

@@ -3,6 +3,7 @@
 from cnnzoo.analysis.compare import CompareRow, compare
 from cnnzoo.analysis.counting import count_params
 from cnnzoo.analysis.profile import LayerRecord, Profile, ProfileError, SizeError, profile
+from cnnzoo.analysis.trace import Node, Trace, trace
 
 __all__ = ["compare", "CompareRow", "count_params", "profile", "Profile", "LayerRecord", "ProfileError",
-           "SizeError"]
+           "SizeError", "trace", "Trace", "Node"]
