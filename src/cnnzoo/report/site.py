@@ -16,6 +16,7 @@ hides, sorts and fills in what the pages already hold. Pages are written atomica
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from html import escape
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["write_report", "build_report", "Site", "ASSETS"]
+__all__ = ["write_report", "build_report", "lecture_claims", "Site", "ASSETS"]
 
 ASSETS = ("site.css", "site.js")
 TORCHVISION_DOCS = "https://pytorch.org/vision/stable/models/generated/torchvision.models.{}.html"
@@ -61,7 +62,6 @@ def write_report(out_dir: str | os.PathLike, names: list[str] | str | None = Non
 
 def build_report(out_dir: str | os.PathLike, names: list[str] | str | None = None) -> Site:
     """`write_report`, returning every page written and the time it took."""
-    from cnnzoo.analysis.claims import claims
     from cnnzoo.analysis.compare import LECTURE_SELECTION, chart_points, compare
     from cnnzoo.analysis.profile import profile
     from cnnzoo.registry import list_models, model_card
@@ -83,12 +83,20 @@ def build_report(out_dir: str | os.PathLike, names: list[str] | str | None = Non
         _write(out / "assets" / asset, resources.files("cnnzoo.report").joinpath("assets").joinpath(asset).read_text(encoding="utf-8"))
 
     points = {metric: _chart_points(rows, chart_points, metric) for metric in METRICS}
-    pages.append(_write(out / "index.html", _index(ctx, points, claims())))
+    pages.append(_write(out / "index.html", _index(ctx, points, lecture_claims())))
     for row in rows:
         pages.append(_write(out / "models" / f"{row.name}.html", _model_page(ctx, row, profile(row.name))))
     for family in ctx.families:
         pages.append(_write(out / "families" / f"{family}.html", _family_page(ctx, family)))
     return Site(index=out / "index.html", pages=tuple(pages), seconds=time.perf_counter() - start)
+
+
+@functools.lru_cache(maxsize=1)
+def lecture_claims() -> tuple:
+    """`claims()`, computed once per process (they depend on the code only, and take seconds)."""
+    from cnnzoo.analysis.claims import claims
+
+    return tuple(claims())
 
 
 def _chart_points(rows, chart_points, metric: str) -> list[tuple[str, object]]:
