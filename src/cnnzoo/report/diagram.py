@@ -102,9 +102,11 @@ class Diagram:
     depth: int | str | None
     root: Item
     annotate: tuple[str, ...]
+    mode: str  # the pass drawn: "eval", or "train" where layers with weights run only in training (aux heads)
     width: float
     height: float
     primitives: list
+    trace: object = field(default=None, repr=False)  # the Trace it was drawn from
 
     @property
     def blocks(self) -> int:
@@ -171,8 +173,8 @@ def diagram(model_or_name: nn.Module | str, *, input_size: tuple[int, int, int] 
     primitives: list = []
     margin = 12
     _place(root, margin, margin, 0, primitives, top=True)
-    return Diagram(name=trace.model, input_size=trace.input_size, depth=depth, root=root, annotate=tuple(annotate),
-                   width=root.w + 2 * margin, height=root.h + 2 * margin, primitives=primitives)
+    return Diagram(name=trace.model, input_size=trace.input_size, depth=depth, root=root, annotate=tuple(annotate), mode=trace.mode,
+                   width=root.w + 2 * margin, height=root.h + 2 * margin, primitives=primitives, trace=trace)
 
 
 class _Builder:
