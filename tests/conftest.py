@@ -28,14 +28,15 @@ HEAVY_MODELS = frozenset({
 })
 
 # Files that are training runs or command lines from end to end: slow as a whole.
-SLOW_FILES = frozenset({"test_train.py", "test_train_safety.py", "test_readme.py", "test_threads.py"})
+SLOW_FILES = frozenset({"test_train.py", "test_train_safety.py", "test_readme.py", "test_threads.py",
+                        "test_browser.py"})
 # Files of generic tests over the whole registry: the quick check runs them for one model per family.
 GENERIC_FILES = frozenset({"test_models.py", "test_profile.py", "test_optimize.py"})
 SLOW_TESTS = frozenset({
     "test_list_counts_equal_count_params_of_every_model",
     # seconds each, with quicker tests of the same code in the quick check (measured with --durations)
     "test_empirical_keep_rate_matches_schedule", "test_list_json_has_computed_and_paper_params", "test_info_json",
-    "test_resnet1202_params_table6",
+    "test_resnet1202_params_table6", "test_all_chart_labels_do_not_overlap",
 })
 
 

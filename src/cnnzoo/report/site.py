@@ -32,8 +32,8 @@ ASSETS = ("site.css", "site.js")
 TORCHVISION_DOCS = "https://pytorch.org/vision/stable/models/generated/torchvision.models.{}.html"
 MAX_BARS = 120  # activation chart: the deepest roll-up with at most this many groups
 # Colours for families, in the registry's sorted order of families (stable across reports of any subset).
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf",
-           "#bcbd22", "#003f5c", "#f0a30a", "#6a3d9a", "#00a087", "#b15928", "#000080", "#66a61e", "#f0027f")
+PALETTE = ("#4363d8", "#f58231", "#3cb44b", "#e6194b", "#911eb4", "#9a6324", "#f032e6", "#808080", "#42d4f4",
+           "#bfef45", "#000075", "#ffe119", "#469990", "#800000", "#808000", "#dcbeff", "#fabed4", "#aaffc3")
 METRICS = {"top1": "top-1", "top5": "top-5"}
 
 
@@ -44,6 +44,7 @@ class Site:
     index: Path
     pages: tuple[Path, ...]
     seconds: float
+    blocks: dict = field(default_factory=dict)  # name -> top-level blocks of the diagram on its page
 
     @property
     def largest(self) -> tuple[Path, int]:
@@ -88,7 +89,8 @@ def build_report(out_dir: str | os.PathLike, names: list[str] | str | None = Non
         pages.append(_write(out / "models" / f"{row.name}.html", _model_page(ctx, row, profile(row.name))))
     for family in ctx.families:
         pages.append(_write(out / "families" / f"{family}.html", _family_page(ctx, family)))
-    return Site(index=out / "index.html", pages=tuple(pages), seconds=time.perf_counter() - start)
+    return Site(index=out / "index.html", pages=tuple(pages), seconds=time.perf_counter() - start,
+                blocks=dict(ctx.blocks))
 
 
 @functools.lru_cache(maxsize=1)
@@ -124,12 +126,14 @@ class _Context:
     colours: dict  # family -> colour
     lecture: frozenset  # the names on the lecture's chart
     diagrams: dict = field(default_factory=dict)  # name -> the inline SVG, drawn once for its page and its family's
+    blocks: dict = field(default_factory=dict)  # name -> its diagram's top-level blocks
 
     def diagram(self, name: str) -> str:
         if name not in self.diagrams:
             from cnnzoo.report.diagram import diagram
 
-            self.diagrams[name] = diagram(name).svg(standalone=False)
+            drawn = diagram(name)
+            self.diagrams[name], self.blocks[name] = drawn.svg(standalone=False), drawn.blocks
         return self.diagrams[name]
 
     @property
@@ -631,7 +635,7 @@ def _memory_section(prof) -> str:
     return ('<section id="memory"><h2>Activation memory</h2>'
             f"<p>The tensors each part of the net creates in a forward pass, per image (float32): "
             f"{_bytes(prof.activation_bytes)} in all, the most in {_e(biggest.name or biggest.type)} "
-            f"({_bytes(biggest.activation_bytes)}). Early layers, with the largest feature maps, dominate.</p>"
+            f"({_bytes(biggest.activation_bytes)}).</p>"
             + "".join(parts) + "</section>")
 
 
@@ -718,8 +722,11 @@ def _family_page(ctx: _Context, family: str) -> str:
             f'<figure class="variant"><figcaption>{_model_link(r.name, "../")} · {_si(r.params)} params · '
             f'{_si(r.macs)} MACs</figcaption><div class="diagram">{ctx.diagram(r.name)}</div>'
             "</figure>" for r in group)
+        order = (f'<p class="muted">{len(group)} variants, the cheapest first'
+                 f'{" (scroll sideways for the rest)" if len(group) > 2 else ""}.</p>' if len(group) > 1 else "")
         body.append(f'<section class="dataset" data-dataset="{_e(dataset)}"><h2>On {_e(dataset)}</h2>'
                     f'<div class="scroll"><table class="variants"><thead><tr><th></th>{head}</tr></thead>'
                     f"<tbody>{table}</tbody></table></div>"
+                    f"{order}"
                     f'<div class="side-by-side">{diagrams}</div></section>')
     return _page(f"{family} · cnnzoo", "../", "\n".join(body), ctx, here=family)
