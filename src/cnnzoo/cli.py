@@ -42,14 +42,21 @@ MACs, FLOPs and activation memory are for the whole batch; FLOPs of convolutions
 
 EPILOG_COMPARE = """examples:
   cnnzoo compare --plot zoo.png
+  cnnzoo compare --dataset imagenet --plot zoo-all.svg --all --metric top5
   cnnzoo compare alexnet 'vgg*' 'resnet*' --dataset imagenet
   cnnzoo compare --dataset cifar10 --format csv
 
 Each model at its native input, batch 1, eval mode; sorted by year, then MACs. depth: the most convolution and
 linear layers on any one input-to-output path of an inference pass (parallel branches count once, a projection
 shortcut is a shorter path; GoogLeNet 22, ResNet-152 152). Errors are as the papers report them,
-on the model's own dataset. The chart (PNG or SVG, needs `pip install 'cnnzoo[plot]'`) shows ImageNet models
-with a reported top-1 error: accuracy against G-MACs, bubble area proportional to parameters."""
+on the model's own dataset.
+
+The chart (PNG or SVG, needs `pip install 'cnnzoo[plot]'`) is the lecture's "comparing complexity": accuracy
+(100 - the reported top-1 error, or top-5 with --metric top5) against G-MACs, bubble area proportional to
+parameters, one colour per family. It shows the NAMES given; without them, the lecture's models (--all: every
+ImageNet model), while the table still lists every row. Only ImageNet models with a reported error of that kind
+are drawn; a top-1 figure that is not the paper's own (GoogLeNet's paper gives top-5 only; its top-1 is BVLC's
+replication's) is a hollow bubble, its source in the chart's footnote, which also names the models left off."""
 
 
 EPILOG_TRAIN = """examples:
@@ -256,6 +263,11 @@ def _compare_arguments(p) -> None:
     p.add_argument("--dataset", choices=sorted(DATASET_CLASSES), help="only models for this dataset")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--plot", metavar="FILE", help="also write the complexity chart to FILE.png or FILE.svg")
+    p.add_argument("--all", action="store_true",
+                   help="chart every ImageNet model with a reported error (default: the lecture's chart's models); "
+                        "needs --plot, not NAMES")
+    p.add_argument("--metric", choices=["top1", "top5"],
+                   help="the chart's accuracy: 100 - the reported top-1 (default) or top-5 error; needs --plot")
 
 
 def _train_arguments(p) -> None:
@@ -669,13 +681,30 @@ def _summary(args) -> None:
 
 
 def _compare(args) -> None:
-    from cnnzoo.analysis.compare import compare, plot
+    from cnnzoo.analysis.compare import LECTURE_SELECTION, PLOT_DATASET, chart_points, compare, plot
 
+    metric = args.metric or "top1"
+    if args.plot is None and (args.all or args.metric is not None):
+        raise ValueError(f"{'--all' if args.all else '--metric'} chooses what the chart shows: give it with "
+                         "--plot FILE.png")
+    if args.all and args.names:
+        raise ValueError("--all charts every ImageNet model: give either NAMES or --all")
     if args.plot is not None:
         _check_plot_target(args.plot)  # before computing (the whole zoo takes a while), not after
     rows = compare(args.names or None, dataset=args.dataset)
     if args.plot is not None:  # before printing, so a failed plot prints nothing but its error
-        left_off = plot(rows, args.plot)
+        if args.names:
+            charted, chosen = rows, "the models named"
+        elif args.all:
+            charted, chosen = [r for r in rows if r.dataset == PLOT_DATASET], "every ImageNet model"
+        else:
+            charted = [r for r in rows if r.name in LECTURE_SELECTION]
+            chosen = "the lecture's chart's models (--all for every ImageNet model)"
+        if not charted:
+            raise ValueError(f"nothing to plot: none of {chosen} is among the rows"
+                             + (f" for --dataset {args.dataset}" if args.dataset else ""))
+        left_off = plot(charted, args.plot, metric=metric)
+        not_papers = [p.name for p in chart_points(charted, metric=metric) if not p.paper_figure]
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     elif args.format == "csv":
@@ -696,10 +725,13 @@ def _compare(args) -> None:
                           "-" if r.top5_err is None else f"{r.top5_err:g}%")
         _console().print(table)
     if args.plot is not None:
-        shown = plural(len(rows) - len(left_off), "ImageNet model")
-        note = f"wrote {args.plot}: {shown} with a reported top-1 error"
+        words = {"top1": "top-1", "top5": "top-5"}[metric]
+        shown = plural(len(charted) - len(left_off), "ImageNet model")
+        note = f"wrote {args.plot}: {shown} with a reported {words} error, of {chosen}"
+        if not_papers:
+            note += f"; not the paper's figure (hollow, source in the footnote): {', '.join(not_papers)}"
         if left_off:
-            note += f"; left off ({len(left_off)}, other dataset or no top-1 error): {', '.join(left_off)}"
+            note += f"; left off ({len(left_off)}, other dataset or no {words} error): {', '.join(left_off)}"
         print(note, file=sys.stderr)
 
 

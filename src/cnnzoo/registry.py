@@ -77,6 +77,10 @@ class ModelCard:
     top1_err: float | None = None  # % on the card's dataset
     top5_err: float | None = None
     err_source: str = ""  # "Table 2, one CNN, ILSVRC-2012 val"
+    # A top-1 error that another source states for this network, only where the paper reports none (GoogLeNet's
+    # gives top-5 only). Never a figure of the paper: charts mark it as such and name `other_top1_source`.
+    other_top1_err: float | None = None
+    other_top1_source: str = ""  # who states it, for which trained copy of the net, evaluated how
     torchvision: str | None = None  # torchvision builder with an identical state_dict
     deviations: tuple[str, ...] = ()  # every known difference from the paper, in words
     name: str = ""  # filled in by register_model
@@ -88,6 +92,9 @@ class ModelCard:
             object.__setattr__(self, "num_classes", DATASET_CLASSES[self.dataset])
         if len(self.input_size) != 3:
             raise ValueError(f"input_size must be (C, H, W), got {self.input_size!r}")
+        if self.other_top1_err is not None and (self.top1_err is not None or not self.other_top1_source):
+            raise ValueError("other_top1_err is for a net whose paper reports no top-1 error, and needs "
+                             "other_top1_source")
 
     @property
     def year(self) -> int:

@@ -7,7 +7,8 @@ dropout and one linear layer; ReLU after every convolution. The two auxiliary cl
 inception (4a) and (4d); in training mode the forward pass returns their logits next to the main ones and
 `googlenet_loss` adds them with the paper's weight of 0.3; in evaluation mode they are skipped. Pooling rounds
 up, as in Caffe, which is what gives Table 1's map sizes. The error on the card is Table 3's single model,
-single crop row.
+single crop row; the paper reports no top-1 error, so the card's `other_top1_err` is the one BVLC's Caffe
+replication of this network states (its readme), kept apart from the paper's figures.
 
 `googlenet_bn`: torchvision's `googlenet`, which adds batch normalisation and differs from the paper in the
 ways its card lists. It has torchvision's module names, so torchvision's state_dicts load into it (with or
@@ -360,6 +361,9 @@ register_model("googlenet", ModelCard(
     macs_source='Sec. 1: "a computational budget of 1.5 billion multiply-adds at inference time"; Table 1\'s ops '
                 "column sums to 1,502M (its conv1 row, 34M, is 118M here)",
     top5_err=10.07, err_source="Table 3, 1 model, 1 crop, ILSVRC-2014 val",
+    other_top1_err=31.3,
+    other_top1_source="BVLC's Caffe replication of this network (BVLC/caffe models/bvlc_googlenet/readme.md: top-1 "
+                      "68.7%, top-5 88.9%, center crop, ILSVRC val), not a figure of the paper",
     deviations=(
         "initialisation: BVLC's Caffe replication (bvlc_googlenet train_val.prototxt), Caffe 'xavier' weights "
         "(uniform in +-sqrt(3/fan_in)) and biases 0.2, 0 in the three classifiers; the paper gives none, and that "
