@@ -193,6 +193,13 @@ class _Builder:
         self.nodes = kept
         self.inputs = {n.index: tuple(dict.fromkeys(self._resolve(i) for i in n.inputs)) for n in kept}
         self.types = trace.module_types
+        # Pre-activation (He et al. 2016b; DenseNet's BN-ReLU-Conv): the sums and concatenations feed batch norms,
+        # so a norm and activation belong to the convolution after them, not before.
+        kinds = {n.index: n for n in kept}
+        after_join = [_class_of(kinds[n.index]) for n in kept
+                      if any(kinds.get(i) is not None and kinds[i].kind == "op" and kinds[i].type in ("add", "cat")
+                             for i in self.inputs[n.index])]
+        self.pre = after_join.count("normalisation") > after_join.count("activation")
 
     def _resolve(self, i: int) -> int:
         while i in self.source:
@@ -394,6 +401,8 @@ class _Builder:
                 nxt = succ[last][0]
                 if nxt in used or pred[nxt] != [last] or not _fusable(items, chain + [nxt]):
                     break
+                if self.pre and any(_class_of(items[k].nodes[0]) in ("convolution", "linear") for k in chain):
+                    break  # pre-activation: the weight layer ends its box
                 chain.append(nxt)
                 used.add(nxt)
             chains.append(chain)
