@@ -180,7 +180,8 @@ def test_layer_levels_and_screenshots_of_a_model_and_a_family(zoo, watched, scre
     page.locator("#layers .levels button", has_text="every layer").click()
     assert page.locator("#layers tbody tr").count() == len(prof.layers)
     page = watched.open(root / "models" / "resnet50.html")
-    page.screenshot(path=str(screenshots / "model-resnet50.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "model-resnet50.png"))  # the card and the top of the diagram
+    page.locator("#receptive-field").screenshot(path=str(screenshots / "model-resnet50-receptive-field.png"))
     page = watched.open(root / "families" / "vgg.html")
     assert page.locator("figure.variant").count() == len(list_models("vgg*"))
     page.screenshot(path=str(screenshots / "family-vgg.png"), full_page=True)
