@@ -110,6 +110,7 @@ def test_every_page_loads_offline_without_errors_and_diagrams_are_whole(zoo, wat
 
 def test_hovering_a_bubble_shows_its_figures_and_a_click_opens_its_page(zoo, watched, screenshots):
     page = watched.open(zoo.index)
+    page.set_viewport_size({"width": 1280, "height": 1200})  # the whole chart in the screenshot
     tooltip = page.locator("#chart .tooltip")
     assert tooltip.is_hidden()
     bubble = page.locator("figure.chart:not([hidden]) circle.bubble[data-name='resnet50']")
@@ -119,7 +120,7 @@ def test_hovering_a_bubble_shows_its_figures_and_a_click_opens_its_page(zoo, wat
     card = model_card("resnet50")
     for part in ("resnet50", "25.6M", "3.86G", f"{card.top1_err:g}%", "Table 3"):
         assert part in text, (part, text)
-    page.screenshot(path=str(screenshots / "index.png"))
+    page.screenshot(path=str(screenshots / "index.png"), clip={"x": 0, "y": 180, "width": 1280, "height": 1020})
     page.mouse.move(5, 5)
     tooltip.wait_for(state="hidden")
     with page.expect_navigation():

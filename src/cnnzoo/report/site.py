@@ -294,8 +294,8 @@ def _radius(params: int, largest: int) -> float:
 def _chart_svg(ctx: _Context, pts: list, dataset: str, metric: str, largest: int) -> str:
     x0, x1 = _M["left"], _W - _M["right"]
     y0, y1 = _H - _M["bottom"], _M["top"]
-    lo = math.floor(math.log10(min(p.macs for p in pts)) - 0.15)
-    hi = math.ceil(math.log10(max(p.macs for p in pts)) + 0.15)
+    lo = math.log10(min(p.macs for p in pts)) - 0.25  # room for the bubbles at either end
+    hi = max(math.log10(max(p.macs for p in pts)) + 0.25, lo + 1)
     acc = [100 - p.error for p in pts]
     step = 5 if max(acc) - min(acc) <= 30 else 10
     a_lo = max(0, step * math.floor((min(acc) - 2) / step))
@@ -309,14 +309,15 @@ def _chart_svg(ctx: _Context, pts: list, dataset: str, metric: str, largest: int
 
     parts = [f'<svg class="complexity" viewBox="0 0 {_W} {_H}" role="img" aria-label="{_e(dataset)} '
              f'{METRICS[metric]} accuracy against MACs">']
-    for d in range(lo, hi + 1):  # decades
-        xd = x(10 ** d)
-        parts.append(f'<line class="grid" x1="{xd:.1f}" y1="{y1}" x2="{xd:.1f}" y2="{y0}"/>'
-                     f'<text class="tick" x="{xd:.1f}" y="{y0 + 16}" text-anchor="middle">{_si(10 ** d)}</text>')
-        if d < hi:
-            for k in range(2, 10):
-                parts.append(f'<line class="minor" x1="{x(k * 10 ** d):.1f}" y1="{y0}" x2="{x(k * 10 ** d):.1f}" '
-                             f'y2="{y0 - 4}"/>')
+    for d in range(math.floor(lo), math.ceil(hi) + 1):  # decades, and 2..9 times each, within the axis
+        if lo <= d <= hi:
+            xd = x(10 ** d)
+            parts.append(f'<line class="grid" x1="{xd:.1f}" y1="{y1}" x2="{xd:.1f}" y2="{y0}"/>'
+                         f'<text class="tick" x="{xd:.1f}" y="{y0 + 16}" text-anchor="middle">{_si(10 ** d)}</text>')
+        for k in range(2, 10):
+            if lo <= d + math.log10(k) <= hi:
+                xk = x(k * 10 ** d)
+                parts.append(f'<line class="minor" x1="{xk:.1f}" y1="{y0}" x2="{xk:.1f}" y2="{y0 - 4}"/>')
     a = a_lo
     while a <= a_hi:
         parts.append(f'<line class="grid" x1="{x0}" y1="{y(a):.1f}" x2="{x1}" y2="{y(a):.1f}"/>'
@@ -350,7 +351,7 @@ def _chart_svg(ctx: _Context, pts: list, dataset: str, metric: str, largest: int
 
 
 def _size_legend(largest: int) -> str:
-    sizes = [s for s in (1e6, 1e7, 1e8, 1e9) if s <= largest] or [largest]
+    sizes = [s for s in (5e6, 25e6, 100e6) if s <= largest] or [largest]
     rs = [_radius(s, largest) for s in sizes]
     height = 2 * max(rs) + 24
     parts = [f'<svg class="size-legend" viewBox="0 0 110 {height:.0f}" width="110" role="img" '
