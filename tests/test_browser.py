@@ -46,8 +46,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    """The report of the whole zoo, built once for this module."""
+def zoo(tmp_path_factory, browser):
+    """The report of the whole zoo, built once for this module (after the browser is found: no build for nothing)."""
     from cnnzoo.report.site import build_report
 
     return build_report(tmp_path_factory.mktemp("zoo-report"))
