@@ -71,15 +71,17 @@ class Group:
     title: str = ""  # a tooltip (SVG <title>)
 
 
-def svg(items: list, width: float, height: float, *, standalone: bool = True, attributes: dict | None = None) -> str:
-    """The SVG document (standalone) or element (for inlining in HTML) of the primitives."""
+def svg(items: list, width: float, height: float, *, standalone: bool = True, attributes: dict | None = None,
+        marker: str = "arrow") -> str:
+    """The SVG document (standalone) or element (for inlining in HTML) of the primitives; `marker` is the id of
+    the arrowhead, unique per diagram where several share a page."""
     extra = "".join(f' {k}="{_esc(v)}"' for k, v in (attributes or {}).items())
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}" font-size="{FONT_SIZE}"{extra}>')
-    defs = ('<defs><marker id="arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" '
+    defs = (f'<defs><marker id="{marker}" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" '
             'orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z" fill="#555"/></marker></defs>')
     body: list[str] = []
-    _emit(items, body)
+    _emit(items, body, marker)
     text = head + defs + "".join(body) + "</svg>"
     if standalone:
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
@@ -90,14 +92,14 @@ def _esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _emit(items: list, out: list[str]) -> None:
+def _emit(items: list, out: list[str], marker: str) -> None:
     for item in items:
         if isinstance(item, Group):
             data = "".join(f' data-{k}="{_esc(v)}"' for k, v in item.data.items())
             out.append(f'<g class="{_esc(item.css)}"{data}>')
             if item.title:
                 out.append(f"<title>{_esc(item.title)}</title>")
-            _emit(item.children, out)
+            _emit(item.children, out, marker)
             out.append("</g>")
         elif isinstance(item, Rect):
             dash = ' stroke-dasharray="4 3"' if item.dash else ""
@@ -120,9 +122,9 @@ def _emit(items: list, out: list[str]) -> None:
         elif isinstance(item, Line):
             d = " ".join(f"{x:.1f},{y:.1f}" for x, y in item.points)
             dash = ' stroke-dasharray="3 3"' if item.dash else ""
-            marker = ' marker-end="url(#arrow)"' if item.arrow else ""
+            end = f' marker-end="url(#{marker})"' if item.arrow else ""
             out.append(f'<polyline points="{d}" fill="none" stroke="{item.stroke}" '
-                       f'stroke-width="{item.width:g}"{dash}{marker}/>')
+                       f'stroke-width="{item.width:g}"{dash}{end}/>')
 
 
 def save_raster(items: list, width: float, height: float, path: str | os.PathLike) -> Path:

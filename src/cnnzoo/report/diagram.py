@@ -115,7 +115,8 @@ class Diagram:
 
     def svg(self, *, standalone: bool = True) -> str:
         return svg(self.primitives, self.width, self.height, standalone=standalone,
-                   attributes={"class": "cnnzoo-diagram", "data-model": self.name, "data-blocks": self.blocks})
+                   attributes={"class": "cnnzoo-diagram", "data-model": self.name, "data-blocks": self.blocks},
+                   marker=f"arrow-{self.name}")
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
