@@ -58,7 +58,10 @@ _DROPPED = {"Identity", "Flatten"}  # no-ops of the drawing (a view, an identity
 _FUSABLE = {"normalisation", "activation", "dropout"}
 _PLAIN_CONTAINERS = {"Sequential", "ModuleList", "ModuleDict"}
 _ONE_BOX = {"PartiallyConnectedConv2d"}  # modules drawn as one layer (LeNet-5's C3: 16 maps from subsets)
-_JOINS = {"add", "cat", "stack", "mean", "mul"}
+_NAMED = {  # labels of the zoo's own layers, as their papers name them
+    "EuclideanRBF": "RBF", "StochasticDepth": "x p (stochastic depth)", "DropPath": "drop-path",
+    "ZeroPadShortcut": "subsample, zero pad", "AvgPoolZeroPadShortcut": "avg pool, /2 + zero pad",
+}
 
 
 # --- the structure ------------------------------------------------------------------------------------------------
@@ -312,8 +315,11 @@ class _Builder:
         return item
 
     def _module_box(self, path: str, members: list, label: str) -> Item:
-        weights = [n for n in members if _class_of(n) in ("convolution", "linear")]
-        colour = COLOURS["module"] if len(weights) != len(members) or not weights else COLOURS[_class_of(weights[0])]
+        classes = [_class_of(n) for n in members]
+        weights = [c for c in classes if c in ("convolution", "linear")]
+        # One weight layer with its norm and activation reads as that layer; anything more as a module.
+        single = len(weights) == 1 and all(c in _FUSABLE or c == weights[0] for c in classes)
+        colour = COLOURS[weights[0]] if single else COLOURS["module"]
         return Item("box", path, list(members), label=label, colour=colour, module=True)
 
     # Edges between a group's items: (source index or -1 for the group's input, target index).
@@ -360,6 +366,8 @@ class _Builder:
             j = i + 1
             while j < len(items) and signatures[i] is not None and signatures[j] == signatures[i]:
                 j += 1
+            if items[i].kind == "box" and j - i < 3:  # two single boxes in a row stay two (a 3x3 conv twice)
+                j = i + 1
             if j - i > 3 and any(len(sources[k]) > 1 for k in range(i + 1, j)):
                 # Dense connectivity (each reads all the earlier ones): two drawn alone, with their arcs, then
                 # the rest collapsed into the third.
@@ -529,7 +537,7 @@ def _class_of(node) -> str:
         if node.type == "mean" and _global_mean(node):
             return "pooling"
         return _OP_CLASSES.get(node.type, "elementwise")
-    if node.type.startswith("Dropout") or "Dropout" in node.type:
+    if "Dropout" in node.type or node.type in ("StochasticDepth", "DropPath"):
         return "dropout"
     if node.layer_class:
         return node.layer_class
@@ -598,9 +606,7 @@ def _label(node) -> str:
         return "tanh"
     if t == "Subsampling":
         return "subsample, /2"
-    if t == "EuclideanRBF":
-        return "RBF"
-    return t
+    return _NAMED.get(t, t)
 
 
 def _module_label(type_name: str, members: list) -> str:
