@@ -112,8 +112,10 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int = 30) -> tuple[torch
     finds the k - 1 boundaries (midpoints between neighbouring centroids) by binary search and each cluster's
     sum and count from prefix sums: O(k log n) per iteration. A cluster left empty keeps its centroid. Up to
     2**20 values the iterations run on the values themselves (exact Lloyd); above, on a 2**20-cell histogram
-    of them (each cell's exact sum and count), which moves a centroid by at most a cell's width (range / 2**20)
-    and keeps 60 million values to a few seconds. The final labels are always exact nearest-centroid.
+    of them (each cell's exact sum and count), which keeps 60 million values to seconds; the centroids then
+    land within a few cells' widths (range / 2**20) of exact Lloyd's (measured: 2.5 cells, 1e-4 of the
+    centroid spacing, for a million normal values and 31 centroids). The labels are always exactly each value's
+    nearest centroid.
     """
     if not isinstance(values, torch.Tensor) or not values.is_floating_point():
         raise ValueError(f"kmeans_1d needs a floating-point tensor of values, got "

@@ -8,7 +8,9 @@ A checkpoint is what `torch.save` writes for a dict with these keys:
     model_options     the keyword arguments of `cnnzoo.create_model` (num_classes, in_chans, family options)
     model_state       the model's state_dict
     ... and, for a training checkpoint: optimizer, schedule, position (epoch, batch), step, rng, history,
-    config, recipe, best (see `cnnzoo.train.trainer`).
+    config, recipe, best (see `cnnzoo.train.trainer`); a run that holds pruning masks or shared-weight codebooks
+    (`cnnzoo.compress`) also stores them, as compression = {"masks": {name: bool tensor}, "shared": {name:
+    {codebook, labels, mask, kind, bits}}}.
 
 Writing goes to a temporary file in the same folder, flushed to disk, then renamed over the target: a reader
 (or a run killed mid-write) sees either the old checkpoint or the new one, never a torn file. Nothing is written
@@ -185,6 +187,8 @@ _FIELDS = {
     "health": ("a dict", lambda v: isinstance(v, dict)),
     "threads": ("a thread count or None", lambda v: v is None or (_INT(v) and v >= 1)),
     "skipped_images": ("a list of file paths", lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v)),
+    "compression": ("a dict with 'masks' and 'shared' dicts", lambda v: isinstance(v, dict) and all(
+        isinstance(v.get(k, {}), dict) for k in ("masks", "shared"))),
 }
 _REQUIRED = ("model", "model_options", "model_state")
 
@@ -209,6 +213,10 @@ def check_payload(payload: dict, source: str | os.PathLike = "the checkpoint") -
         if bad:
             raise CheckpointError(f"{source}: the optimizer state is not finite (NaN or inf in {_few(bad)}); such a "
                                   f"checkpoint cannot be resumed")
+    bad = nonfinite_tensors(payload.get("compression") or {}, "compression")
+    if bad:
+        raise CheckpointError(f"{source}: the codebooks are not finite (NaN or inf in {_few(bad)}); such a "
+                              f"checkpoint cannot be resumed")
 
 
 def nonfinite_tensors(tree, prefix: str = "") -> list[str]:

@@ -55,7 +55,8 @@ from cnnzoo.train.runfolder import RunFolder, RunFolderError
 from cnnzoo.train.threads import ThreadChoice, available_cores, cpu_candidates, measure_threads
 from cnnzoo.words import plural
 
-__all__ = ["TrainConfig", "train", "TrainingDiverged", "RunResult", "resolve_device", "RESUME_KEEPS", "STOP_STATUS"]
+__all__ = ["TrainConfig", "Start", "train", "TrainingDiverged", "RunResult", "resolve_device", "RESUME_KEEPS",
+           "STOP_STATUS"]
 
 
 def _opt(help: str, default=None, **extra):
@@ -104,6 +105,29 @@ class TrainConfig:
         """The recipe fields this config sets explicitly."""
         return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov")
                 if getattr(self, k) is not None}
+
+
+@dataclass
+class Start:
+    """What a new run starts from instead of its fresh initialisation, and what it holds fixed while it trains
+    (Deep Compression's retraining, `cnnzoo.compress`).
+
+    Args:
+        state: the weights to start from (a state_dict of the run's model, e.g. a checkpoint's model_state).
+        masks: {weight name: bool tensor}: pruned weights (False) are set to zero and held there
+            (`cnnzoo.compress.prune.MaskedTraining`).
+        shared: {weight name: cnnzoo.compress.quantize.Shared}: these weights are tied to their codebooks, and the
+            codebooks are trained instead (`cnnzoo.compress.quantize.SharedTraining`); their pruned entries stay 0.
+        source: a few words for config.json ("pruning stage 2 of 3").
+
+    The masks and codebooks go into every checkpoint (its "compression" entry), so --resume needs no Start: a
+    resumed run rebuilds them from last.pt.
+    """
+
+    state: dict | None = None
+    masks: dict | None = None
+    shared: dict | None = None
+    source: str = "given weights"
 
 
 # Settings that may differ when resuming (they do not change what is computed, or they are where to compute it).
@@ -237,6 +261,8 @@ class _Run:
     progress: _Progress
     resumed: dict | None
     threads: ThreadChoice | None = None
+    holds: list = field(default_factory=list)  # what keeps pruned weights at 0 and shared weights tied (Start)
+    started: dict | None = None  # what a Start gave, for config.json
     clock: float = 0.0  # perf_counter at the run's (virtual) start: elapsed time carries across resumes
 
     @property
@@ -244,22 +270,25 @@ class _Run:
         return self.ddp.is_main
 
 
-def train(config: TrainConfig, console=None, *, explicit: set[str] | None = None) -> RunResult:
+def train(config: TrainConfig, console=None, *, explicit: set[str] | None = None,
+          start: Start | None = None) -> RunResult:
     """Train `config.model` on `config.data` with its recipe; see the module docstring.
 
     Args:
         explicit: the config fields the user set (the CLI passes the flags given). On --resume each must agree
             with the stored run; without it, every field that differs from its default is taken as set.
+        start: weights to start from and masks or codebooks to hold (`Start`); only for a new run (a resumed
+            run takes them from its checkpoint).
     """
     threads_before = torch.get_num_threads()
     try:
-        return _train(config, console, explicit)
+        return _train(config, console, explicit, start)
     finally:
         torch.set_num_threads(threads_before)  # the run's choice is the run's, not the caller's
 
 
-def _train(config: TrainConfig, console, explicit) -> RunResult:
-    run = _prepare(config, explicit)
+def _train(config: TrainConfig, console, explicit, start) -> RunResult:
+    run = _prepare(config, explicit, start)
     log = _Console(console, quiet=run.config.quiet or not run.main)
     with _hold_folder(run) as folder:
         if run.main and run.resumed is None:
@@ -342,14 +371,23 @@ def _step(run: _Run, x, y, lr: float, where: str, saver: _Saver) -> tuple[float,
     run.optimizer.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler.scale(loss).backward()
+        _after_backward(run)
         run.scaler.step(run.optimizer)
         run.scaler.update()
     else:
         loss.backward()
+        _after_backward(run)
         run.optimizer.step()
+    for hold in run.holds:
+        hold.after_step()  # pruned weights back to 0, shared weights to codebook[label]
     logits = output[0] if isinstance(output, tuple) else output
     top1, top5 = topk_correct(logits.detach(), y)
     return value, top1, top5
+
+
+def _after_backward(run: _Run) -> None:
+    for hold in run.holds:
+        hold.after_backward()  # shared weights: their gradients summed into their centroids'
 
 
 def _stop_reason(run: _Run, stop: _Stop) -> str | None:
@@ -424,7 +462,8 @@ class _Saver:
             return False  # deferred: a runaway loss is in the window; the next healthy save catches up
         if run.main:
             payload = self._payload()
-            bad = nonfinite_tensors(payload["model_state"]) + nonfinite_tensors(payload["optimizer"]["state"])
+            bad = (nonfinite_tensors(payload["model_state"]) + nonfinite_tensors(payload["optimizer"]["state"])
+                   + nonfinite_tensors(payload.get("compression") or {}, "compression"))
             if bad:
                 raise TrainingDiverged(
                     f"the weights became NaN or inf by step {run.progress.step} (in {', '.join(bad[:2])}"
@@ -473,6 +512,7 @@ class _Saver:
                      "input_size": list(run.card.input_size)},
             "skipped_images": list(getattr(run.train_loader, "skipped", None) or []),
             "threads": run.threads.threads if run.threads is not None else None,
+            **({"compression": _holds_state(run.holds)} if run.holds else {}),
         }
 
 
@@ -495,12 +535,17 @@ def _hold_folder(run: _Run):
 
 
 # --- set-up: everything validated before the run folder is touched -----------------------------------------------
-def _prepare(config: TrainConfig, explicit: set[str] | None) -> _Run:
+def _prepare(config: TrainConfig, explicit: set[str] | None, start: Start | None = None) -> _Run:
     from cnnzoo.registry import create_model, model_card
     from cnnzoo.train.recipes import recipe_for
     from cnnzoo.train.schedule import LRSchedule
 
     _check_config(config)
+    if start is not None and not isinstance(start, Start):
+        raise ValueError(f"start must be a cnnzoo.train.trainer.Start, got {type(start).__name__}")
+    if start is not None and config.resume:
+        raise ValueError("start= is for a new run; a resumed run continues from its last.pt, which holds its "
+                         "weights, masks and codebooks (pass start=None with resume)")
     device = resolve_device(config.device)
     ddp = Distributed.from_env(device.type)
     device = ddp.device(device)
@@ -533,10 +578,14 @@ def _prepare(config: TrainConfig, explicit: set[str] | None) -> _Run:
             raise ValueError(f"{out / 'last.pt'} holds {resumed['model']} with {resumed['model_options']}, "
                              f"but this run builds {card.name} with {model_options}")
         load_model_state(model, resumed["model_state"], card.name, out / "last.pt")
+    elif start is not None and start.state is not None:
+        load_model_state(model, start.state, card.name, f"start.state ({start.source})")
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(model, recipe)
+    holds = _holds(model, resumed.get("compression") if resumed is not None else _start_record(start),
+                   out / "last.pt" if resumed is not None else "start")
+    optimizer = _optimizer(model, recipe, holds)
     schedule = LRSchedule(recipe, len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
     health = Health(len(train_data.classes), window=min(50, max(10, len(train_loader))))
@@ -549,11 +598,57 @@ def _prepare(config: TrainConfig, explicit: set[str] | None) -> _Run:
     run = _Run(config=config, card=card, recipe=recipe, out=out, device=device, ddp=ddp, train_data=train_data,
                test_data=test_data, train_loader=train_loader, val_loader=val_loader, test_loader=test_loader,
                model_options=model_options, model=model, net=net, optimizer=optimizer, schedule=schedule,
-               scaler=scaler, health=health, progress=progress, resumed=resumed)
+               scaler=scaler, health=health, progress=progress, resumed=resumed, holds=holds,
+               started=None if start is None else {
+                   "source": start.source, "weights": start.state is not None,
+                   "masked": sorted(start.masks or {}), "shared": sorted(start.shared or {})})
     run.threads = _choose_threads(run)
     torch.set_num_threads(run.threads.threads)
     run.clock = time.perf_counter() - (resumed.get("elapsed", 0.0) if resumed is not None else 0.0)
     return run
+
+
+def _start_record(start: Start | None) -> dict | None:
+    """A Start's masks and codebooks in the form a checkpoint's "compression" entry has."""
+    if start is None or (not start.masks and not start.shared):
+        return None
+    shared = {}
+    for name, entry in (start.shared or {}).items():
+        if not hasattr(entry, "state"):
+            raise ValueError(f"start.shared[{name!r}] must be a cnnzoo.compress.quantize.Shared, got "
+                             f"{type(entry).__name__}")
+        shared[name] = entry.state()
+    return {"masks": dict(start.masks or {}), "shared": shared}
+
+
+def _holds(model: nn.Module, record: dict | None, source) -> list:
+    """What keeps the pruned weights at zero and the shared weights tied to their codebooks while training.
+
+    Masks of shared layers are carried by their labels (code 0 is zero), so only the other masks get hooks."""
+    if not record:
+        return []
+    from cnnzoo.compress.prune import MaskedTraining  # the mechanisms live with the rest of Deep Compression
+    from cnnzoo.compress.quantize import SharedTraining, shared_from_state
+
+    if not isinstance(record, dict) or not isinstance(record.get("masks", {}), dict) or not isinstance(
+            record.get("shared", {}), dict):
+        raise CheckpointError(f"{source}: its compression entry is malformed; expected {{'masks': {{name: bool "
+                              f"tensor}}, 'shared': {{name: codebook, labels, mask, kind, bits}}}}")
+    holds = []
+    shared = shared_from_state(record.get("shared") or {})
+    masks = {k: v for k, v in (record.get("masks") or {}).items() if k not in shared}
+    if masks:
+        holds.append(MaskedTraining(model, masks))
+    if shared:
+        holds.append(SharedTraining(model, shared))
+    return holds
+
+
+def _holds_state(holds: list) -> dict:
+    state = {"masks": {}, "shared": {}}
+    for hold in holds:
+        state.update({k: {**state.get(k, {}), **v} for k, v in hold.state_dict().items()})
+    return state
 
 
 def _choose_threads(run: _Run) -> ThreadChoice:
@@ -778,8 +873,11 @@ def _data(config, card, recipe, device, ddp):
     return train_data, test_data, (train_loader, val_loader, test_loader)
 
 
-def _optimizer(model: nn.Module, recipe) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def _optimizer(model: nn.Module, recipe, holds=()) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the trainable parameters; shared weights give way to their codebooks."""
+    tied = set().union(*(hold.trained_weights() for hold in holds))
+    params = [p for n, p in model.named_parameters() if p.requires_grad and n not in tied]
+    params += [p for hold in holds for p in hold.parameters()]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                weight_decay=recipe.weight_decay)
@@ -831,6 +929,7 @@ def _config_record(run: _Run) -> dict:
         "paper": run.card.paper.cite(), "classes": list(run.train_data.classes),
         "command": " ".join(sys.argv), "world_size": run.ddp.world_size,
         "threads": {"count": run.threads.threads, "how": run.threads.describe()} if run.threads else None,
+        "start": run.started,
         "versions": {"cnnzoo": cnnzoo.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
 
