@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cnnzoo.compress.huffman import DEFAULT_BLOCK_SIZE, HuffmanStream, _tensor_bytes, huffman_decode_many, \
-    huffman_encode
+    huffman_encode, stored_bytes
 
 if TYPE_CHECKING:
     from cnnzoo.compress.quantize import Shared
@@ -406,8 +406,7 @@ def _stream_record(stream: HuffmanStream) -> dict:
 def _read_stream(payload: bytes, offset: int, record: dict) -> tuple[HuffmanStream, int]:
     count, nbits, alphabet = int(record["count"]), int(record["nbits"]), int(record["alphabet"])
     block_size = int(record.get("block_size", DEFAULT_BLOCK_SIZE))
-    blocks = -(-count // block_size)
-    size = math.ceil(alphabet * 5 / 8) + 4 * max(blocks - 1, 0) + math.ceil(nbits / 8)
+    size = stored_bytes(alphabet, count, nbits, block_size)
     if offset + size > len(payload):
         raise ValueError("a stream runs past the end of the file")
     stream = HuffmanStream.from_bytes(memoryview(payload)[offset:offset + size], alphabet=alphabet, count=count,

@@ -58,7 +58,7 @@ class HuffmanStream:
 
     @property
     def offsets_bytes(self) -> int:
-        return OFFSET_BYTES * max(self.blocks - 1, 0)
+        return _offsets_bytes(self.count, self.nbits, self.block_size)
 
     @property
     def size_bytes(self) -> int:
@@ -81,7 +81,7 @@ class HuffmanStream:
             raise ValueError(f"a Huffman stream needs count >= 0, nbits >= 0 and block_size >= 1; "
                              f"got count={count}, nbits={nbits}, block_size={block_size}")
         table = math.ceil(alphabet * LENGTH_FIELD_BITS / 8)
-        offsets = OFFSET_BYTES * max(_blocks(count, block_size) - 1, 0)
+        offsets = _offsets_bytes(count, nbits, block_size)
         data = math.ceil(nbits / 8)
         if len(buf) != table + offsets + data:
             raise ValueError(f"a Huffman stream of {count} symbols and {nbits} bits takes {table + offsets + data} "
@@ -334,6 +334,16 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 def _blocks(count: int, block_size: int) -> int:
     return -(-count // block_size)
+
+
+def _offsets_bytes(count: int, nbits: int, block_size: int) -> int:
+    """Stored block offsets: none for a stream without bits (empty, or one distinct symbol)."""
+    return OFFSET_BYTES * max(_blocks(count, block_size) - 1, 0) if nbits else 0
+
+
+def stored_bytes(alphabet: int, count: int, nbits: int, block_size: int) -> int:
+    """Bytes `HuffmanStream.to_bytes` writes for a stream of these dimensions."""
+    return math.ceil(alphabet * LENGTH_FIELD_BITS / 8) + _offsets_bytes(count, nbits, block_size) + math.ceil(nbits / 8)
 
 
 def _check_alphabet(alphabet: int) -> None:
