@@ -158,6 +158,7 @@ def test_stage_sizes_add_up_and_the_file_is_huffman_plus_header_and_json():
               "fc.weight": random_shared((50, 200), 0.08, 5, "fc")}
     state, data = file_of(shared, {"fc.bias": torch.randn(50)})
     sizes = stage_sizes(state, shared)
+    assert stage_sizes(state, shared, data=data) == sizes
     for row in sizes.layers:
         entries = row.surviving + row.fillers
         assert row.original == 4 * row.params
