@@ -174,7 +174,41 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             description="Write a static site that opens from file:// with no network: the interactive complexity "
                         "chart, the comparison table, the lecture's claims, a page per model (card, diagram, "
                         "per-layer table, receptive field, memory, recipe) and a page per family.")
+    command("compress", _compress, _compress_arguments,
+            help="Deep Compression: prune, share weights, Huffman-code into a small file",
+            description="Compress a model as Deep Compression does (Han, Mao & Dally 2016): magnitude pruning per "
+                        "layer, weight sharing by k-means, relative sparse indices and Huffman coding, into a "
+                        "versioned, checksummed file; optionally retrain with the masks held and fine-tune the "
+                        "centroids. Prints the size after each stage.")
+    command("decompress", _decompress, _decompress_arguments,
+            help="a compressed file back to a dense checkpoint",
+            description="Decode a file written by `cnnzoo compress` into a cnnzoo checkpoint of the dense model, "
+                        "whose outputs equal the compressed model's exactly.")
     return parser
+
+
+def _compress_arguments(p) -> None:
+    from cnnzoo.cli_compress import compress_arguments
+
+    compress_arguments(p)
+
+
+def _compress(args) -> int:
+    from cnnzoo.cli_compress import compress_run
+
+    return compress_run(args)
+
+
+def _decompress_arguments(p) -> None:
+    from cnnzoo.cli_compress import decompress_arguments
+
+    decompress_arguments(p)
+
+
+def _decompress(args) -> int:
+    from cnnzoo.cli_compress import decompress_run
+
+    return decompress_run(args)
 
 
 # diagram and report keep their flags and printing in their own modules
@@ -234,7 +268,8 @@ def _list_arguments(p) -> None:
 
 
 def _info_arguments(p) -> None:
-    p.add_argument("name", help="a registered model name (see `cnnzoo list`) or a checkpoint file")
+    p.add_argument("name", help="a registered model name (see `cnnzoo list`), a checkpoint file, or a file written "
+                                "by `cnnzoo compress`")
     p.add_argument("--format", choices=["text", "json"], default="text")
 
 
@@ -514,6 +549,19 @@ def _list(args) -> None:
         _console().print(table)
 
 
+def _is_compressed(text: str) -> bool:
+    """Whether an argument names a file written by `cnnzoo compress` (by its magic bytes)."""
+    import os
+
+    from cnnzoo.compress.codec import MAGIC
+
+    try:
+        with open(text, "rb") as f:
+            return os.path.isfile(text) and f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
 def _from_checkpoint(text: str):
     """(model name, create_model options, checkpoint summary) for a checkpoint argument, or None for a name."""
     from cnnzoo.train.checkpoint import is_checkpoint_path, load_checkpoint
@@ -559,6 +607,11 @@ def _info(args) -> None:
     from dataclasses import asdict
 
     import torch
+
+    if _is_compressed(args.name):
+        from cnnzoo.cli_compress import print_info
+
+        return print_info(args.name, args.format)
 
     from cnnzoo.checks import input_range
     from cnnzoo.registry import model_options
