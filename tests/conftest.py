@@ -37,6 +37,7 @@ SLOW_TESTS = frozenset({
     # seconds each, with quicker tests of the same code in the quick check (measured with --durations)
     "test_empirical_keep_rate_matches_schedule", "test_list_json_has_computed_and_paper_params", "test_info_json",
     "test_resnet1202_params_table6", "test_all_chart_labels_do_not_overlap",
+    "test_the_papers_sizes_from_real_files",
     "test_trainer_holds_masks_and_codebooks_and_resumes_exactly",  # test_compress_train.py: 3 short runs each
 })
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 __all__ = ["compress", "decompress", "CompressResult", "PAPER_SETTINGS", "Settings", "ALEXNET_BYTES",
-           "density_spec", "compressed_info"]
+           "density_spec", "compressed_info", "claim_file_sizes", "CLAIM_RUNS"]
 
 ALEXNET_BYTES = 240e6  # "AlexNet 240 MB", the papers' baseline (61M float32 weights, in 10^6 bytes)
 
@@ -247,3 +247,42 @@ def _finetune_config(config, name: str, options: dict):
     if not config.out:
         raise ValueError("finetune needs an out folder (TrainConfig.out) for its two runs (prune, centroids)")
     return config
+
+
+# --- the lecture's compression claims, from real files -------------------------------------------------------------
+CLAIM_RUNS = {  # key: (model, bits override) at the paper's densities
+    "squeezenet1_0@8": ("squeezenet1_0", {"conv": 8}),
+    "squeezenet1_0@6": ("squeezenet1_0", {"conv": 6}),
+    "alexnet": ("alexnet", None),
+}
+_CLAIMS_CACHE = "compression-claims.json"
+
+
+def claim_file_sizes() -> dict[str, int]:
+    """Bytes of the files `compress` writes for CLAIM_RUNS (seeded initialisations, the papers' settings), each
+    written to a temporary folder and measured; cached in cnnzoo's cache folder for this exact source and torch."""
+    import json
+    import tempfile
+
+    from cnnzoo.analysis.counting import _source_key, cache_dir
+
+    key = _source_key()
+    cache = cache_dir() / _CLAIMS_CACHE
+    try:
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key and set(stored.get("sizes", {})) == set(CLAIM_RUNS):
+            return {k: int(v) for k, v in stored["sizes"].items()}
+    except (OSError, ValueError, AttributeError):
+        pass
+    sizes = {}
+    with tempfile.TemporaryDirectory(prefix="cnnzoo-claims-") as folder:
+        for label, (name, bits) in CLAIM_RUNS.items():
+            sizes[label] = compress(name, Path(folder) / f"{label}.cnnz", bits=bits).file_bytes
+    try:
+        from cnnzoo.train.checkpoint import atomic_write_text
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache, json.dumps({"key": key, "sizes": sizes}))
+    except OSError:
+        pass  # a cache that cannot be written is skipped
+    return sizes
