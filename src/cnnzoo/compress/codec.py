@@ -11,6 +11,9 @@ Per pruned and quantised layer, as the paper's Sec. 2 and 4 store it:
 - Quantised weights (Sec. 3): a label per entry into the layer's codebook of 2**bits float32 values. Entry 0 of every
   codebook is exactly 0.0 and is reserved for the fillers, so one of the 2**bits codes is spent on them and k-means
   has 2**bits - 1 centroids; real weights have labels in [1, 2**bits).
+- The codebook is stored with the entries in use only (entry 0 first, then the used centroids in order) and the
+  labels renumbered over them: a small layer (LeNet-5's C1 keeps 99 weights) does not carry a 256-entry table. The
+  "quantised" stage of `stage_sizes` counts labels at `bits` bits and this trimmed codebook.
 - Huffman coding (Sec. 4) of both streams, each with its own canonical code (`cnnzoo.compress.huffman`).
 
 Everything else in the state dict (biases, batch-norm parameters and buffers, layers left uncompressed) is stored
@@ -29,11 +32,12 @@ File layout (all integers little-endian):
         sha256       32 bytes SHA-256 of header bytes 0..23 and the payload
     JSON section     zlib-compressed UTF-8 JSON: model name, create_model options, meta, and one record per tensor
                      of the state dict in its order: {"name", "dtype", "shape"} and, for a compressed one, "kind",
-                     "bits", "index_bits", "surviving", "fillers", "index" and "labels" ({"count", "nbits",
-                     "alphabet", "block_size"}: what `HuffmanStream.from_bytes` needs)
+                     "bits", "index_bits", "surviving", "fillers", "entries" (codebook entries stored), "index"
+                     and "labels" ({"count", "nbits", "alphabet", "block_size"}: what `HuffmanStream.from_bytes`
+                     needs)
     binary sections  in the records' order: for a compressed tensor its index stream, label stream (each a Huffman
                      stream: 5-bit code lengths, uint32 block offsets, the codes) and its codebook (float32
-                     [2**bits]); for any other tensor its raw bytes.
+                     [entries]); for any other tensor its raw bytes.
 
 SHA-256 rather than CRC32: 28 more bytes (under 0.01% of SqueezeNet's file) buy a check that no accidental damage
 or edit slips through, and hashing 7 MB takes milliseconds.
@@ -105,7 +109,8 @@ class _Layer:
     shared: Any
     index_bits: int
     gaps: torch.Tensor
-    entry_labels: torch.Tensor
+    entry_labels: torch.Tensor  # into `codebook`: the layer's codebook entries in use (entry 0, the fillers', first)
+    codebook: torch.Tensor
 
     @property
     def fillers(self) -> int:
@@ -126,17 +131,17 @@ def encode(model_name: str, model_options: dict, state: dict[str, torch.Tensor],
     layers = _prepare_layers(state, shared, index_bits, check_values=True)
     records, sections = [], []
     index_streams = {name: huffman_encode(layer.gaps, 1 << layer.index_bits) for name, layer in layers.items()}
-    label_streams = {name: huffman_encode(layer.entry_labels, 1 << layer.shared.bits) for name, layer in
+    label_streams = {name: huffman_encode(layer.entry_labels, layer.codebook.numel()) for name, layer in
                      layers.items()}
     for name, tensor in state.items():
         record = {"name": name, "dtype": _dtype_name(tensor, name), "shape": list(tensor.shape)}
         if name in layers:
             layer, s = layers[name], layers[name].shared
             record.update(kind=s.kind, bits=s.bits, index_bits=layer.index_bits, surviving=s.labels.numel(),
-                          fillers=layer.fillers, index=_stream_record(index_streams[name]),
-                          labels=_stream_record(label_streams[name]))
+                          fillers=layer.fillers, entries=layer.codebook.numel(),
+                          index=_stream_record(index_streams[name]), labels=_stream_record(label_streams[name]))
             sections += [index_streams[name].to_bytes(), label_streams[name].to_bytes(),
-                         _tensor_bytes(s.codebook.detach().to("cpu", torch.float32))]
+                         _tensor_bytes(layer.codebook)]
         else:
             _check_finite(name, tensor)
             sections.append(_tensor_bytes(tensor))
@@ -165,7 +170,9 @@ def decode(data: bytes) -> tuple[str, dict, dict[str, torch.Tensor], dict]:
             if "bits" in record:
                 index, offset = _read_stream(payload, offset, record["index"])
                 labels, offset = _read_stream(payload, offset, record["labels"])
-                k = 1 << record["bits"]
+                k = int(record.get("entries", 1 << record["bits"]))
+                if not 1 <= k <= 1 << record["bits"]:
+                    raise ValueError(f"{name}: {k} codebook entries for {record['bits']} bits")
                 codebook = _frombuffer(payload, offset, torch.float32, (k,))
                 offset += 4 * k
                 streams += [index, labels]
@@ -322,8 +329,8 @@ def stage_sizes(state: dict[str, torch.Tensor], shared: dict[str, "Shared"],
             index_size, label_size = (stored_bytes(**records[name][key]) for key in ("index", "labels"))
         else:
             index_size = huffman_encode(layer.gaps, 1 << layer.index_bits).size_bytes
-            label_size = huffman_encode(layer.entry_labels, 1 << s.bits).size_bytes
-        codebook = 4 * s.codebook.numel()
+            label_size = huffman_encode(layer.entry_labels, layer.codebook.numel()).size_bytes
+        codebook = 4 * layer.codebook.numel()
         params = s.mask.numel()
         rows.append(LayerSizes(
             name=name, kind=s.kind, params=params, surviving=s.labels.numel(), fillers=layer.fillers, bits=s.bits,
@@ -370,7 +377,12 @@ def _prepare_layers(state, shared, index_bits, *, check_values: bool) -> dict[st
                                  f"(and 0 elsewhere); set them with share_weights (or after finetune_centroids) "
                                  f"before encoding, so the file decodes to this model")
         gaps, entry_labels = relative_indices(mask, labels, index_bits[s.kind])
-        layers[name] = _Layer(name, s, index_bits[s.kind], gaps, entry_labels)
+        # Only the codebook entries in use are stored (a layer of 99 surviving weights needs no 256-entry table):
+        # labels are renumbered in order over those entries, the fillers' 0 first.
+        used = torch.unique(torch.cat([entry_labels.new_zeros(1), entry_labels]))
+        compact = torch.zeros(1 << s.bits, dtype=torch.int64)
+        compact[used] = torch.arange(used.numel())
+        layers[name] = _Layer(name, s, index_bits[s.kind], gaps, compact[entry_labels], codebook[used].contiguous())
     return layers
 
 
