@@ -184,7 +184,41 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             help="a compressed file back to a dense checkpoint",
             description="Decode a file written by `cnnzoo compress` into a cnnzoo checkpoint of the dense model, "
                         "whose outputs equal the compressed model's exactly.")
+    command("experiment", _experiment, _experiment_arguments,
+            help="the lecture's experiments reproduced: degradation, stochastic depth, ensembles, fractal columns",
+            description="Run one of the lecture's experiments as a set of ordinary, resumable training runs, and "
+                        "summarise it: a figure in the paper's style, a table with mean and standard deviation "
+                        "over seeds, results.json, and whether the paper's effect appears.")
+    command("predict", _predict, _predict_arguments,
+            help="classify images with a model's pretrained weights or a checkpoint",
+            description="Classify images (files or folders) with a registered model's pretrained weights or a "
+                        "training checkpoint, using the weights' own preprocessing: top-k classes with "
+                        "probabilities.")
     return parser
+
+
+def _experiment_arguments(p) -> None:
+    from cnnzoo.cli_experiment import arguments
+
+    arguments(p)
+
+
+def _experiment(args) -> int:
+    from cnnzoo.cli_experiment import run
+
+    return run(args)
+
+
+def _predict_arguments(p) -> None:
+    from cnnzoo.cli_predict import arguments
+
+    arguments(p)
+
+
+def _predict(args) -> int:
+    from cnnzoo.cli_predict import run
+
+    return run(args)
 
 
 def _compress_arguments(p) -> None:
