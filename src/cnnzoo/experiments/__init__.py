@@ -1,0 +1,78 @@
+"""The lecture's experiments, reproduced as sets of ordinary training runs with a summary each.
+
+    from cnnzoo.experiments import run_experiment
+    run_experiment("degradation", "digits", scale="small", seeds=3, out="experiments/degradation")
+
+Each experiment (one module here) turns its name, data, scale and seeds into a `Plan` of runs; `runner.run_plan`
+trains them one by one as `cnnzoo train` would (each its own run folder, reused when finished and resumed when
+interrupted); the module's `summarize` reads the runs back and says in words whether the paper's effect appears;
+`summary.write_summary` writes figure.png, summary.md and results.json.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnzoo.experiments import degradation, ensemble, fractal_columns, stochastic_depth
+from cnnzoo.experiments.runner import Plan, RunOutcome, RunSpec, run_plan
+from cnnzoo.experiments.summary import Summary, write_summary
+
+__all__ = ["EXPERIMENTS", "ExperimentResult", "plan_experiment", "run_experiment", "Plan", "RunSpec", "RunOutcome",
+           "Summary"]
+
+EXPERIMENTS = {module.NAME: module for module in (degradation, stochastic_depth, ensemble, fractal_columns)}
+
+
+@dataclass
+class ExperimentResult:
+    out: Path
+    plan: Plan
+    outcomes: list[RunOutcome]
+    summary: Summary
+    files: list[Path]
+
+
+def _module(name: str):
+    if name not in EXPERIMENTS:
+        import difflib
+
+        near = difflib.get_close_matches(str(name), EXPERIMENTS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown experiment {name!r}{hint}; choose one of {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def plan_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 3, epochs: int | None = None) -> Plan:
+    """The runs experiment `name` trains for this data, scale, seeds and epochs (nothing is trained)."""
+    return _module(name).plan(data, scale, seeds, epochs)
+
+
+def run_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 3, epochs: int | None = None,
+                   out: str | Path | None = None, resume: bool = False, train_options: dict | None = None,
+                   progress=None, command: str | None = None) -> ExperimentResult:
+    """Train (or reuse, or resume) the experiment's runs, then write its summary into `out`.
+
+    Args:
+        out: the experiment's folder (default experiments/NAME-DATA-SCALE).
+        resume: continue the experiment in `out`: finished runs are reused, an interrupted one continues.
+        train_options: TrainConfig fields given to every run (device, threads, data_root, ...).
+        progress: called with each progress line (default: print to stderr).
+    """
+    module = _module(name)
+    plan = module.plan(data, scale, seeds, epochs)
+    out = Path(out) if out is not None else Path("experiments") / f"{name}-{data.replace(':', '-')}-{scale}"
+    say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    options = dict(train_options or {})
+    if "threads" not in options or options["threads"] is None:
+        from cnnzoo.train.threads import available_cores
+
+        options["threads"] = available_cores()  # one count for every run, so their wall times compare
+    outcomes = run_plan(plan, out, resume=resume, train_options=options, progress=say)
+    eval_options = {k: options[k] for k in ("device", "data_root") if k in options}
+    summary = module.summarize(plan, outcomes, eval_options)
+    command = command or (f"cnnzoo experiment {name} --data {data} --scale {scale} --seeds {seeds}"
+                          + (f" --epochs {epochs}" if epochs else "") + f" --out {out}")
+    files = write_summary(out, plan, summary, command)
+    return ExperimentResult(out, plan, outcomes, summary, files)

@@ -1,0 +1,162 @@
+"""An experiment as a set of ordinary training runs: one run folder each, reused when finished, resumed when not.
+
+    out/experiment.json        what the experiment is (name, data, scale, seeds, epochs, the runs): checked on --resume
+    out/runs/<arm>-s<seed>/    one `cnnzoo train` run folder per (arm, seed): config.json, metrics.csv, last.pt, ...
+
+A run is finished when its last.pt holds the last epoch (position [epochs, 0]); such a run is read, never
+retrained. A run folder with a last.pt short of that is continued with the trainer's exact resume
+(`TrainConfig(resume=True)`); an empty or missing folder starts a new run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cnnzoo.train.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
+
+__all__ = ["RunSpec", "Plan", "RunOutcome", "ExperimentStopped", "run_plan", "read_metrics", "data_settings"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of an experiment: an arm (what is compared) trained from one seed."""
+
+    arm: str  # the label the figure and table use: "plain56", "stochastic depth"
+    model: str  # a registered model name
+    seed: int
+    settings: tuple[str, ...] = ()  # recipe changes, KEY=VALUE as `cnnzoo train --set`
+
+    @property
+    def folder(self) -> str:
+        return f"{re.sub(r'[^A-Za-z0-9_.]+', '-', self.arm).strip('-')}-s{self.seed}"
+
+
+@dataclass
+class Plan:
+    """What an experiment trains, at which scale, and what the scale shrank compared with the paper."""
+
+    experiment: str
+    data: str
+    scale: str  # "small" or "paper"
+    seeds: int
+    epochs: int  # every run's epochs
+    recipe: str  # "paper" or "fast" (the trainer's recipe kinds)
+    runs: list[RunSpec]
+    shrunk: list[str] = field(default_factory=list)  # in words: "epochs 164 -> 6", "depths 20/56 kept"
+    options: dict = field(default_factory=dict)  # the experiment's own settings (ensemble size, ...)
+
+    def record(self) -> dict:
+        return {"experiment": self.experiment, "data": self.data, "scale": self.scale, "seeds": self.seeds,
+                "epochs": self.epochs, "recipe": self.recipe, "options": self.options,
+                "runs": [asdict(r) for r in self.runs]}
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    folder: Path
+    status: str  # "reused" (finished before), "resumed" or "trained"
+    history: list[dict]  # metrics.csv's rows, numbers parsed
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """A run's metrics.csv as a list of rows with float values (epoch and step as ints)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()} for row in rows]
+
+
+def _state(folder: Path, epochs: int) -> str:
+    """"finished", "interrupted" (a last.pt short of the last epoch) or "new"."""
+    last = folder / "last.pt"
+    if not last.is_file():
+        return "new"
+    try:
+        position = load_checkpoint(last)["position"]
+    except CheckpointError as err:
+        raise CheckpointError(f"{last} cannot be resumed or reused ({err}); delete {folder} to train that run "
+                              f"again") from None
+    return "finished" if list(position) == [epochs, 0] and (folder / "metrics.csv").is_file() else "interrupted"
+
+
+def _check_same(out: Path, record: dict) -> None:
+    stored = json.loads((out / "experiment.json").read_text())
+    differs = [k for k in ("experiment", "data", "scale", "seeds", "epochs", "recipe", "options")
+               if stored.get(k) != record[k]]
+    if differs:
+        shown = ", ".join(f"{k} ({record[k]!r} given, {stored.get(k)!r} in {out})" for k in differs)
+        raise ValueError(f"--resume continues the experiment in {out} as it was started (see its experiment.json); "
+                         f"these settings differ: {shown}")
+
+
+def run_plan(plan: Plan, out: Path, *, resume: bool = False, train_options: dict | None = None,
+             progress=print) -> list[RunOutcome]:
+    """Train (or reuse, or resume) every run of `plan` under `out`, one after the other.
+
+    Args:
+        train_options: TrainConfig fields every run gets (device, threads, data_root, batch_size, ...).
+        progress: called with one line per run ("run 3/12: plain56, seed 1: training").
+    """
+    from cnnzoo.train.trainer import TrainConfig, train
+
+    out = Path(out)
+    record = plan.record()
+    if (out / "experiment.json").is_file():
+        if not resume:
+            raise ValueError(f"{out} holds an experiment already; pass --resume to continue it (finished runs are "
+                             f"reused), or choose another --out")
+        _check_same(out, record)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "experiment.json", json.dumps(record, indent=2) + "\n")
+    outcomes = []
+    for i, spec in enumerate(plan.runs, start=1):
+        folder = out / "runs" / spec.folder
+        state = _state(folder, plan.epochs)
+        what = {"finished": "finished before, reused", "interrupted": "resuming", "new": "training"}[state]
+        progress(f"run {i}/{len(plan.runs)}: {spec.arm}, seed {spec.seed} ({spec.model}): {what}")
+        if state != "finished":
+            config = TrainConfig(model=spec.model, data=plan.data, recipe=plan.recipe, epochs=plan.epochs,
+                                 settings=spec.settings, seed=spec.seed, out=str(folder),
+                                 resume=state == "interrupted", quiet=True, **(train_options or {}))
+            result = train(config)
+            if result.stopped is not None:
+                raise ExperimentStopped(f"run {i}/{len(plan.runs)} ({folder}) stopped early ({result.stopped}) after "
+                               f"{result.step} steps; continue the experiment with --resume", result.stopped)
+        outcomes.append(RunOutcome(spec, folder, {"finished": "reused", "interrupted": "resumed",
+                                                  "new": "trained"}[state], read_metrics(folder / "metrics.csv")))
+    return outcomes
+
+
+class ExperimentStopped(RuntimeError):
+    """A run stopped before its last epoch (a signal, or max_steps): the experiment stops with it."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def data_settings(data: str, scale: str) -> tuple[tuple[str, ...], list[str]]:
+    """Recipe changes the data asks for at the small scale, and the words that say so.
+
+    The digits are 8x8 images resized to 32x32: a mirrored digit is another symbol (or none), and a 4-pixel shift is
+    a whole pixel of the original, so they train with shifts of up to 2 pixels and no flips (as `cnnzoo train`'s fast
+    recipe does for LeNet-5 on them)."""
+    if scale == "small" and data == "digits":
+        return ("augmentation=crop_pad2",), ["augmentation crop_pad2 instead of crop_pad4 + flip (digits)"]
+    return (), []
+
+
+def check_common(data: str, scale: str, seeds: int, epochs: int | None) -> None:
+    if not isinstance(data, str) or not data:
+        raise ValueError(f"data must be a dataset name such as 'digits' or 'cifar10', got {data!r}")
+    if scale not in ("small", "paper"):
+        raise ValueError(f"scale must be 'small' or 'paper', got {scale!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a whole number of at least 1, got {seeds!r}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"epochs must be a whole number of at least 1 (or None for the scale's), got {epochs!r}")
