@@ -38,6 +38,8 @@ SLOW_TESTS = frozenset({
     "test_empirical_keep_rate_matches_schedule", "test_list_json_has_computed_and_paper_params", "test_info_json",
     "test_resnet1202_params_table6", "test_all_chart_labels_do_not_overlap",
     "test_the_papers_sizes_from_real_files",
+    "test_more_twin_weights_equal_torchvision",
+    "test_every_twin_loads_torchvision_weights_strictly",
     "test_trainer_holds_masks_and_codebooks_and_resumes_exactly",  # test_compress_train.py: 3 short runs each
 })
 

@@ -663,6 +663,11 @@ def _info(args) -> None:
     info["computed"] = {"params": cnnzoo.count_params(model), "output_shape": list(out.shape),
                         "min_input": [hmin, wmin], "max_input": None if hmax is None or wmax is None else [hmax, wmax]}
     info["options"] = options
+    from cnnzoo.weights import CONVERTIBLE, list_weights
+
+    weights = list_weights(card.name)
+    info["weights"] = [{**{k: v for k, v in asdict(w).items() if k != "categories"}, "classes": len(w.categories)}
+                       for w in weights]
     if trained is not None:
         info["checkpoint"] = {**trained, "snapshot": _snapshot(trained)}
     if args.format == "json":
@@ -688,6 +693,13 @@ def _info(args) -> None:
         lines.append(f"reported     {errs} ({card.err_source})")
     lines.append(f"output       {tuple(out.shape)} for a batch of 1 at the native input")
     lines.append(f"torchvision  {card.torchvision or 'no twin'}")
+    for i, w in enumerate(weights):
+        lines.append(("weights      " if i == 0 else "             ") + w.describe()
+                     + (" (default: pretrained=True)" if i == 0 else ""))
+    if not weights:
+        lines.append("weights      none to download" + (
+            "; pretrained=PATH converts the authors' released original (see README, Pretrained weights)"
+            if card.name in CONVERTIBLE else ""))
     lines.append("options      " + (", ".join(f"{k}={v!r}" for k, v in options.items()) or "none")
                  + " (plus num_classes, in_chans)")
     if trained is not None:

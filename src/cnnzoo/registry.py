@@ -161,19 +161,22 @@ def model_options(name: str) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in _options(builder).items() if k not in ("num_classes", "in_chans")}
 
 
-def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> nn.Module:
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None, pretrained=None,
+                 **kwargs) -> nn.Module:
     """Build a registered network as its paper specified.
 
     Args:
-        num_classes: size of the output layer (default: the card's).
+        num_classes: size of the output layer (default: the card's, or the pretrained weights').
         in_chans: input channels (default: the card's, e.g. 1 for LeNet-5, 3 for ImageNet nets).
+        pretrained: True or a weights name ("IMAGENET1K_V1") for torchvision's weights of a twin, a URL, or a file
+            (a state_dict, a cnnzoo checkpoint, safetensors, or an original converted: see `cnnzoo.weights`).
         **kwargs: the family's own options; `cnnzoo info NAME` lists them.
     """
     from cnnzoo.checks import InputCheck
 
     builder, card = _lookup(name)
-    num_classes = _positive_int("num_classes", num_classes, card.num_classes)
-    in_chans = _positive_int("in_chans", in_chans, card.input_size[0])
+    num_classes = _positive_int("num_classes", num_classes, None)
+    in_chans = _positive_int("in_chans", in_chans, None)
     accepted = _options(builder)
     hints = _hints(builder)
     for key, value in kwargs.items():
@@ -183,7 +186,14 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
             raise TypeError(f"{name} has no option {key!r}; its options are: {choices}")
         if key in hints:
             _check_type(name, key, value, hints[key])
-    model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if pretrained is not None and pretrained is not False:
+        from cnnzoo.weights import pretrained_model
+
+        model, in_chans = pretrained_model(card.name, pretrained, num_classes=num_classes, in_chans=in_chans,
+                                           build=lambda options, **sizes: builder(**sizes, **{**options, **kwargs}))
+    else:
+        in_chans = in_chans or card.input_size[0]
+        model = builder(num_classes=num_classes or card.num_classes, in_chans=in_chans, **kwargs)
     model.register_forward_pre_hook(InputCheck(name, in_chans, card.input_size[1:]))
     return model
 

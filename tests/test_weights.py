@@ -1,0 +1,272 @@
+"""Pretrained weights (`cnnzoo.weights`, `create_model(pretrained=...)`): torchvision's for every twin through
+torch.hub's cache, local files recognised by their contents, the MSRA and timm converters checked by outputs, the
+classifier and first-convolution adaptations. Never the network: every file is written here in its real format."""
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from cnnzoo import create_model, list_models, model_card
+from cnnzoo.train.checkpoint import CheckpointError, save_checkpoint
+from cnnzoo.weights import WeightsUnavailableError, hub_file, list_weights, resolve_weights
+from helpers import small_side, with_running_statistics
+
+TWINS = [n for n in list_models() if model_card(n).torchvision]
+# Outputs equal torchvision's with the same weights: one twin per family (the quick check: the three smallest),
+# every twin with CNNZOO_WEIGHTS_ALL=1 (VGG's half-gigabyte files take 5-12 s each here). Every twin's strict load
+# is checked on the meta device below, and test_models.py checks that each twin computes what torchvision's does.
+QUICK_TWINS = ["resnet18", "squeezenet1_1", "googlenet_bn"]
+MORE_TWINS = [n for n in TWINS if n not in QUICK_TWINS] if os.environ.get("CNNZOO_WEIGHTS_ALL") == "1" else [
+    "alexnet_owt", "densenet121", "vgg11"]
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch.hub cache; any download attempt fails as offline would (the tests never reach the network)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    real = torch.hub.download_url_to_file
+
+    def offline(url, dst, *args, **kwargs):
+        if not url.startswith("file://"):
+            raise urllib.error.URLError("offline (test)")
+        return real(url, dst, *args, **kwargs)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def _torchvision_builder(name: str):
+    """torchvision's builder for a twin, as its weights are built (GoogLeNet: heads on, input transform on)."""
+    builder = getattr(torchvision.models, model_card(name).torchvision)
+    extra = {"aux_logits": True, "transform_input": True, "init_weights": True} if name == "googlenet_bn" else {}
+    return lambda: builder(**extra)
+
+
+def _torchvision_twin(name: str) -> nn.Module:
+    """torchvision's own model for a twin, random weights with non-trivial batch-norm statistics, eval mode."""
+    torch.manual_seed(0)
+    model = _torchvision_builder(name)()
+    side = small_side(name)
+    return with_running_statistics(model, torch.randn(1, 3, side, side))
+
+
+def _cache_as_torchvision(name: str, model: nn.Module, folder) -> None:
+    """The state_dict where torch.hub keeps torchvision's download of the twin's default weights."""
+    path = hub_file(list_weights(name)[0].url)
+    assert path.parent == folder
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+
+
+def _check_twin(name, torch_home):
+    reference = _torchvision_twin(name)
+    _cache_as_torchvision(name, reference, torch_home)
+    ours = create_model(name, pretrained=True).eval()  # strict: a key or shape apart would raise
+    side = small_side(name)
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)
+    assert ours.pretrained_weights.name == list_weights(name)[0].name
+
+
+@pytest.mark.parametrize("name", QUICK_TWINS)
+def test_twin_weights_from_the_hub_cache_equal_torchvision(name, torch_home):
+    _check_twin(name, torch_home)
+
+
+@pytest.mark.parametrize("name", MORE_TWINS)
+def test_more_twin_weights_equal_torchvision(name, torch_home):
+    _check_twin(name, torch_home)
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_every_twin_loads_torchvision_weights_strictly(name):
+    """The load's own checks (every key, shape and dtype; GoogLeNet's heads and options) on the meta device."""
+    from cnnzoo.weights import load_pretrained
+
+    weights = list_weights(name)[0]
+    with torch.device("meta"):
+        state = _torchvision_builder(name)().state_dict()
+        model = create_model(name, **weights.options)
+    load_pretrained(model, state, weights, num_classes=1000, in_chans=3)
+    assert model.pretrained_weights is weights
+
+
+def test_every_twin_lists_torchvision_weights_with_accuracy_and_transforms():
+    for name in TWINS:
+        available = list_weights(name)
+        assert available, name
+        enum = torchvision.models.get_model_weights(model_card(name).torchvision)
+        assert available[0].name == enum.DEFAULT.name and {w.name for w in available} == {w.name for w in enum}
+        for w in available:
+            member = enum[w.name]
+            reported = member.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+            assert w.top1_acc == (None if reported != reported else reported)  # NaN: VGG-16's feature-only weights
+            assert w.preprocess.crop == member.transforms().crop_size[0]
+            assert len(w.categories) == (1000 if member.meta["categories"] else 0)
+    assert list_weights("lenet5") == []
+
+
+def test_file_url_goes_through_the_hub_cache_with_its_hash_checked(tmp_path, torch_home):
+    reference = _torchvision_twin("resnet18")
+    plain = tmp_path / "plain.pth"
+    torch.save(reference.state_dict(), plain)
+    digest = hashlib.sha256(plain.read_bytes()).hexdigest()[:8]
+    served = tmp_path / f"resnet18-{digest}.pth"  # torchvision's naming: the hash prefix is checked on download
+    os.rename(plain, served)
+    model = create_model("resnet18", pretrained=served.as_uri()).eval()
+    assert (torch_home / served.name).is_file()  # cached: the second load reads the cache
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    bad = tmp_path / "resnet18-00000000.pth"
+    bad.write_bytes(served.read_bytes())
+    with pytest.raises(ValueError, match="damaged"):
+        create_model("resnet18", pretrained=bad.as_uri())
+    assert not (torch_home / bad.name).exists()
+
+
+def test_offline_names_the_file_and_the_folder(torch_home):
+    expected = hub_file(list_weights("resnet34")[0].url)
+    with pytest.raises(WeightsUnavailableError) as caught:
+        create_model("resnet34", pretrained="IMAGENET1K_V1")
+    message = str(caught.value)
+    assert expected.name in message and str(expected.parent) in message and "offline (test)" in message
+
+
+def test_unknown_weights_and_models_without_weights_are_refused():
+    with pytest.raises(ValueError, match="IMAGENET1K_V2, IMAGENET1K_V1"):
+        resolve_weights("resnet50_v1_5", "IMAGENET1K_V3")
+    with pytest.raises(ValueError, match="no published weights"):
+        create_model("lenet5", pretrained=True)
+    with pytest.raises(TypeError, match="pretrained must be"):
+        create_model("resnet18", pretrained=3)
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        create_model("resnet18", pretrained="missing/weights.pt")
+
+
+def test_state_dict_file_mismatch_names_missing_unexpected_and_shapes(tmp_path):
+    state = create_model("resnet18").state_dict()
+    state.pop("layer1.0.conv1.weight")
+    state["extra.weight"] = torch.zeros(1)
+    state["fc.bias"] = torch.zeros(7)
+    path = tmp_path / "broken.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as caught:
+        create_model("resnet18", pretrained=path)
+    message = str(caught.value)
+    assert "missing: layer1.0.conv1.weight" in message and "unexpected: extra.weight" in message
+    assert "fc.bias (7,) vs (1000,)" in message
+
+
+def test_nested_and_dataparallel_state_dicts_and_cnnzoo_checkpoints(tmp_path):
+    source = with_running_statistics(create_model("resnet20"), torch.randn(2, 3, 32, 32))
+    nested = tmp_path / "nested.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}, "epoch": 3}, nested)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(create_model("resnet20", pretrained=str(nested)).eval()(x), source(x))
+    checkpoint = tmp_path / "run" / "best.pt"
+    checkpoint.parent.mkdir()
+    trained = with_running_statistics(create_model("resnet20", num_classes=4), x)
+    save_checkpoint(checkpoint, {"model": "resnet20", "model_options": {"num_classes": 4},
+                                 "model_state": trained.state_dict(), "classes": ["a", "b", "c", "d"],
+                                 "data": {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 32, 32]}})
+    model = create_model("resnet20", pretrained=checkpoint).eval()  # its num_classes comes from the checkpoint
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x))
+    assert model.pretrained_weights.categories == ("a", "b", "c", "d")
+    assert model.pretrained_weights.preprocess.mean == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="checkpoint of resnet20, not of resnet32"):
+        create_model("resnet32", pretrained=checkpoint)
+
+
+def test_not_a_weights_file_is_refused(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("hello")
+    with pytest.raises(ValueError, match="not a weights file"):
+        create_model("resnet20", pretrained=path)
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"conv1_w": os.system}, protocol=2))
+    with pytest.raises(ValueError, match="refuses to unpickle|refusing"):
+        create_model("resnet50", pretrained=evil)
+
+
+def test_num_classes_keeps_the_backbone_and_reinitialises_the_classifier(tmp_path, caplog):
+    source = with_running_statistics(create_model("resnet20"), torch.randn(2, 3, 32, 32))
+    path = tmp_path / "r20.pt"
+    torch.save(source.state_dict(), path)
+    with caplog.at_level(logging.WARNING, logger="cnnzoo.weights"):
+        model = create_model("resnet20", pretrained=path, num_classes=3).eval()
+    assert model.head.out_features == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "head.weight, head.bias" in lines[0] and "re-initialised for 3" in lines[0]
+    kept = {k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    ours = model.state_dict()
+    assert ours.keys() - kept.keys() == {"head.weight", "head.bias"}
+    assert all(torch.equal(ours[k], v) for k, v in kept.items())
+    assert not torch.equal(ours["head.weight"], source.state_dict()["head.weight"][:3])
+
+
+@pytest.mark.parametrize("in_chans", [1, 6])
+def test_in_chans_adapts_the_first_convolution_as_timm(tmp_path, caplog, in_chans):
+    source = with_running_statistics(create_model("resnet20"), torch.randn(2, 3, 32, 32))
+    path = tmp_path / "r20.pt"
+    torch.save(source.state_dict(), path)
+    with caplog.at_level(logging.WARNING, logger="cnnzoo.weights"):
+        model = create_model("resnet20", pretrained=path, in_chans=in_chans).eval()
+    assert [r.getMessage().count("adapted to") for r in caplog.records] == [1]
+    grey = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():  # a grey image: the adapted net sees what the RGB net sees of its grey copy
+        torch.testing.assert_close(model(grey.expand(-1, in_chans, -1, -1)), source(grey.expand(-1, 3, -1, -1)))
+
+
+def test_adapt_input_conv_repeats_and_rescales_for_other_counts():
+    from cnnzoo.weights import adapt_input_conv
+
+    w = torch.randn(8, 3, 3, 3)
+    four = adapt_input_conv(w, 4)
+    assert four.shape == (8, 4, 3, 3)
+    torch.testing.assert_close(four[:, :3], w * 3 / 4)
+    torch.testing.assert_close(four[:, 3], w[:, 0] * 3 / 4)
+
+
+def test_googlenet_without_aux_heads_drops_them_and_keeps_transform_input(torch_home):
+    reference = _torchvision_twin("googlenet_bn")
+    _cache_as_torchvision("googlenet_bn", reference, torch_home)
+    model = create_model("googlenet_bn", pretrained=True, aux_logits=False).eval()
+    assert model.aux1 is None and model.transform_input
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+
+
+def test_safetensors_file(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    source = with_running_statistics(create_model("resnet20"), torch.randn(2, 3, 32, 32))
+    path = tmp_path / "r20.safetensors"
+    safetensors.save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(create_model("resnet20", pretrained=path).eval()(x), source(x))
+
+
+def test_info_lists_the_weights_with_accuracy_and_transforms(capsys):
+    from cnnzoo.cli import main
+
+    assert main(["info", "squeezenet1_1", "--format", "json"]) in (0, None)
+    listed = json.loads(capsys.readouterr().out)["weights"]
+    expected = list_weights("squeezenet1_1")
+    assert [w["name"] for w in listed] == [w.name for w in expected]
+    assert listed[0]["top1_acc"] == expected[0].top1_acc and listed[0]["preprocess"]["crop"] == 224
+    assert main(["info", "squeezenet1_1"]) in (0, None)
+    text = capsys.readouterr().out
+    assert f"top-1 {expected[0].top1_acc:.3f}%" in text and "centre crop 224" in text
