@@ -41,6 +41,9 @@ SLOW_TESTS = frozenset({
     "test_more_twin_weights_equal_torchvision",
     "test_every_twin_loads_torchvision_weights_strictly",
     "test_trainer_holds_masks_and_codebooks_and_resumes_exactly",  # test_compress_train.py: 3 short runs each
+    "test_runs_are_trained_then_reused_and_settings_checked",  # test_experiments.py: 2 short runs
+    "test_ensemble_error_against_n_from_real_checkpoints",  # test_experiments.py: 4 short runs
+    "test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one",  # test_experiments.py: 2 short runs
 })
 
 

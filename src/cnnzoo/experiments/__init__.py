@@ -72,6 +72,9 @@ def run_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 3
     outcomes = run_plan(plan, out, resume=resume, train_options=options, progress=say)
     eval_options = {k: options[k] for k in ("device", "data_root") if k in options}
     summary = module.summarize(plan, outcomes, eval_options)
+    if plan.seeds == 1:
+        summary.verdict.insert(0, "One seed only: there is no spread over seeds to judge the differences against, so "
+                                  "a difference below may be noise; use --seeds 3 or more.")
     command = command or (f"cnnzoo experiment {name} --data {data} --scale {scale} --seeds {seeds}"
                           + (f" --epochs {epochs}" if epochs else "") + f" --out {out}")
     files = write_summary(out, plan, summary, command)

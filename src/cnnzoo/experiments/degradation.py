@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings
 from cnnzoo.experiments.summary import Summary, curve, markdown_table, mean_std, pm
+from cnnzoo.words import plural
 
 NAME = "degradation"
 TITLE = "Degradation: plain-20/56 against ResNet-20/56"
@@ -27,7 +28,7 @@ def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = N
     small = scale == "small"
     epochs = epochs or (SMALL_EPOCHS if small else PAPER_EPOCHS)
     if small:
-        shrunk = [f"{epochs} epochs of the fast recipe (cosine lr from 0.05, batch 128) instead of the paper's "
+        shrunk = [f"{epochs} epochs of the fast recipe (cosine lr from 0.05) instead of the paper's "
                   f"{PAPER_EPOCHS}", "depths 20 and 56 kept", *shrunk]
     runs = [RunSpec(arm, arm, seed, settings) for seed in range(seeds) for arm in ARMS]
     return Plan(NAME, data, scale, seeds, epochs, "fast" if small else "paper", runs, shrunk)
@@ -68,7 +69,7 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
         verdict.append("The paper's effect does not appear in this run: plain-56 does not end with a training error "
                        "above plain-20's by more than the spread over seeds.")
     if plan.scale == "small":
-        verdict.append(f"This is a small-scale run ({plan.epochs} epochs on {plan.data}); the paper trains "
+        verdict.append(f"This is a small-scale run ({plural(plan.epochs, 'epoch')} on {plan.data}); the paper trains "
                        f"{PAPER_EPOCHS} epochs on CIFAR-10, where the gaps are measured at convergence.")
     results = {"final": final, "gaps": gaps, "curves": {
         arm: {key: curve(hs, key)[1] for key in ("train_top1_err", "val_top1_err")} for arm, hs in arms.items()},
@@ -81,9 +82,9 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
                 arm = family + depth
                 epochs, train = curve(arms[arm], "train_top1_err")
                 _, test = curve(arms[arm], "val_top1_err")
-                ax.plot(epochs, train, "--", color=colour, linewidth=1, label=f"{label}-{depth} training")
-                ax.plot(epochs, test, "-", color=colour, linewidth=2, label=f"{label}-{depth} test")
-            ax.set_title(f"{label} nets")
+                ax.plot(epochs, train, "--", color=colour, linewidth=1, marker=".", label=f"{label}-{depth} training")
+                ax.plot(epochs, test, "-", color=colour, linewidth=2, marker=".", label=f"{label}-{depth} test")
+            ax.set_title("plain nets" if family == "plain" else "residual nets")
             ax.set_xlabel("epoch")
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)

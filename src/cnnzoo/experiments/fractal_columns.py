@@ -32,7 +32,7 @@ def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = N
     small = scale == "small"
     epochs = epochs or (SMALL_EPOCHS if small else PAPER_EPOCHS)
     if small:
-        shrunk = [f"{epochs} epochs of the fast recipe (cosine lr from 0.02, batch 100) instead of the paper's "
+        shrunk = [f"{epochs} epochs of the fast recipe (cosine lr from 0.02) instead of the paper's "
                   f"{PAPER_EPOCHS}", "FractalNet-20 at full width (the registry has no narrower one)", *shrunk]
     runs = [RunSpec(arm, MODEL, seed, settings + extra) for seed in range(seeds) for arm, extra in ARMS]
     return Plan(NAME, data, scale, seeds, epochs, "fast" if small else "paper", runs, shrunk, options={"model": MODEL})
