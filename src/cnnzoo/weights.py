@@ -78,12 +78,20 @@ class Preprocess:
                 f"{scale}, minus mean ({numbers(self.mean)}), divided by std ({numbers(self.std)})")
 
     def resized(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 (C, H, W) with the shorter side resized to `resize` (antialiased)."""
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms.v2.functional import resize
+        """uint8 (C, H, W) with the shorter side resized to `resize`, antialiased, rounded back to uint8.
 
-        mode = InterpolationMode(self.interpolation)
-        return resize(image, [self.resize], interpolation=mode, antialias=True)
+        As torchvision's `resize(image, [resize], antialias=True)` on a tensor (the longer side truncated), in
+        plain torch: torchvision's import alone takes longer than a prediction."""
+        h, w = image.shape[-2:]
+        short, long = (h, w) if h <= w else (w, h)
+        other = int(self.resize * long / short)
+        size = (self.resize, other) if h <= w else (other, self.resize)
+        if (h, w) == size:
+            return image
+        x = torch.nn.functional.interpolate(image[None].float(), size=size, mode=self.interpolation,
+                                            antialias=self.interpolation != "nearest",
+                                            align_corners=False if self.interpolation != "nearest" else None)
+        return x[0].round_().clamp_(0, 255).to(torch.uint8)
 
     def normalise(self, crops: torch.Tensor) -> torch.Tensor:
         """uint8 (..., C, crop, crop) to the float input of the network."""
@@ -96,17 +104,26 @@ class Preprocess:
 
     def views(self, image: torch.Tensor, tta: str | None = None) -> torch.Tensor:
         """The float views (V, C, crop, crop) of one uint8 (C, H, W) image: the centre crop (V=1), it and its mirror
-        image ("flip", V=2), or the four corners and centre of it and of its mirror image ("ten-crop", V=10)."""
-        from torchvision.transforms.v2.functional import center_crop, hflip, ten_crop
-
+        image ("flip", V=2), or the four corners and centre of it and of its mirror image ("ten-crop", V=10, in
+        torchvision's `ten_crop` order)."""
         image = self.resized(image)
+        h, w = image.shape[-2:]
+        c = self.crop
+        if h < c or w < c:
+            raise ValueError(f"image resized to {h}x{w} is smaller than the crop {c}x{c}")
+
+        def crop(top, left):
+            return image[..., top:top + c, left:left + c]
+
+        centre = crop(int(round((h - c) / 2.0)), int(round((w - c) / 2.0)))
         if tta is None:
-            crops = [center_crop(image, [self.crop])]
+            crops = [centre]
         elif tta == "flip":
-            crop = center_crop(image, [self.crop])
-            crops = [crop, hflip(crop)]
+            crops = [centre, centre.flip(-1)]
         elif tta == "ten-crop":
-            crops = list(ten_crop(image, [self.crop]))
+            five = [crop(0, 0), crop(0, w - c), crop(h - c, 0), crop(h - c, w - c), centre]
+            crops = five + [v.flip(-1) for v in (crop(0, w - c), crop(0, 0), crop(h - c, w - c), crop(h - c, 0),
+                                                 centre)]
         else:
             raise ValueError(f"unknown test-time augmentation {tta!r}; expected None, 'flip' or 'ten-crop'")
         return self.normalise(torch.stack(crops))
@@ -151,6 +168,9 @@ def list_weights(name: str) -> list[Weights]:
     card = model_card(name)
     if card.torchvision is None:
         return []
+    listed = _listing_cache().get(card.name)
+    if listed is not None:
+        return [_weights_from_json(w) for w in listed]
     from torchvision.models import get_model_weights
 
     enum = get_model_weights(card.torchvision)
@@ -179,6 +199,56 @@ def _from_torchvision(model: str, w) -> Weights:
 def _reported(value) -> float | None:
     """An accuracy as torchvision states it; NaN (VGG-16's feature-only weights) means none."""
     return None if value is None or math.isnan(value) else float(value)
+
+
+def _listing_path() -> Path:
+    """Where torchvision's weights listings are kept once weights have been fetched: importing torchvision to read
+    them again takes longer than a prediction. One file per torchvision version, beside torch.hub's downloads."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tv = version("torchvision")
+    except PackageNotFoundError:  # an unusual install: no cache
+        tv = "unknown"
+    return Path(torch.hub.get_dir()) / "cnnzoo" / f"torchvision-{tv}-weights.json"
+
+
+def _listing_cache() -> dict:
+    import json
+
+    path = _listing_path()
+    try:
+        listing = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or damaged: torchvision answers
+        return {}
+    return listing if isinstance(listing, dict) else {}
+
+
+def _remember_listing(name: str) -> None:
+    """Keep torchvision's listing for `name` beside its downloaded weights (best effort: a read-only cache is
+    only slower)."""
+    import json
+    from dataclasses import asdict
+
+    from cnnzoo.train.checkpoint import atomic_write_text
+
+    listing = _listing_cache()
+    if name in listing:
+        return
+    listing[name] = [asdict(w) for w in list_weights(name)]
+    path = _listing_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(listing))
+    except OSError:
+        pass
+
+
+def _weights_from_json(d: dict) -> Weights:
+    p = d["preprocess"]
+    preprocess = Preprocess(**{**p, "mean": tuple(p["mean"]), "std": tuple(p["std"])})
+    return Weights(**{**d, "categories": tuple(d["categories"]), "optional": tuple(d["optional"]),
+                      "preprocess": preprocess})
 
 
 def imagenet_categories() -> tuple[str, ...]:
@@ -371,6 +441,8 @@ def state_and_weights(name: str, pretrained) -> tuple[dict, Weights]:
         return read_weights_file(weights.file, name)
     what = f"the {weights.name} weights of {weights.model}" if weights.source == "torchvision" else "the weights"
     state = _download(weights.url, what)
+    if weights.source == "torchvision":
+        _remember_listing(weights.model)
     return _unwrap(state, hub_file(weights.url)), replace(weights, file=str(hub_file(weights.url)))
 
 
@@ -426,13 +498,13 @@ def pretrained_model(name: str, pretrained, *, num_classes: int | None, in_chans
     """`create_model`'s pretrained path: the weights' own builder options and sizes, the build, the load; returns
     the model and its input channels.
 
-    When the weights fill every tensor, the model is built on the meta device and takes the loaded tensors as its
-    own (`load_state_dict(assign=True)`): no initialisation computed only to be overwritten (a third of the time
-    of a ResNet-50 here). A model with anything left unfilled (a fresh classifier, a tensor outside its
-    state_dict) is built and initialised as usual."""
+    When the weights fill every tensor of a large model, it is built on the meta device and takes the loaded
+    tensors as its own (`load_state_dict(assign=True)`): no initialisation computed only to be overwritten. A
+    smaller model, or one with anything left unfilled (a fresh classifier, a tensor outside its state_dict), is
+    built and initialised as usual."""
     state, weights = state_and_weights(name, pretrained)
     num_classes, in_chans = num_classes or weights.num_classes, in_chans or weights.in_chans
-    if num_classes == weights.num_classes:
+    if num_classes == weights.num_classes and sum(v.numel() for v in state.values()) > _META_BUILD_NUMEL:
         with torch.device("meta"):
             model = build(weights.options, num_classes=num_classes, in_chans=in_chans)
         state = load_pretrained(model, state, weights, num_classes=num_classes, in_chans=in_chans, assign=True)
@@ -441,6 +513,11 @@ def pretrained_model(name: str, pretrained, *, num_classes: int | None, in_chans
     model = build(weights.options, num_classes=num_classes, in_chans=in_chans)
     load_pretrained(model, state, weights, num_classes=num_classes, in_chans=in_chans)
     return model, in_chans
+
+
+# Above this many weights, building on the meta device pays: its first use in a process imports torch's meta
+# kernels (~1.3 s here), while initialising ResNet-50's 25.6M weights takes ~0.25 s and VGG-16's 138M seconds.
+_META_BUILD_NUMEL = 60_000_000
 
 
 def _has_meta_tensors(model: nn.Module) -> bool:
