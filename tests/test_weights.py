@@ -270,3 +270,100 @@ def test_info_lists_the_weights_with_accuracy_and_transforms(capsys):
     assert main(["info", "squeezenet1_1"]) in (0, None)
     text = capsys.readouterr().out
     assert f"top-1 {expected[0].top1_acc:.3f}%" in text and "centre crop 224" in text
+
+
+# ------------------------------------------------------------------ MSRA (Detectron's R-50.pkl)
+
+def _msra_blobs(blocks=(3, 4, 6, 3), seed=0):
+    """A Detectron ImageNet weights pickle's contents as its ResNet.py names them (conv1, res_conv1_bn, res2_0_
+    branch2a ...; frozen batch norm as AffineChannel scale _s and shift _b), random values of a workable scale."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    blobs = {}
+
+    def conv(name, out, inp, k):
+        blobs[f"{name}_w"] = (rng.standard_normal((out, inp, k, k)) * np.sqrt(1.0 / (inp * k * k))).astype("f4")
+        blobs[f"{name}_bn_s"] = rng.uniform(0.5, 1.0, out).astype("f4")
+        blobs[f"{name}_bn_b"] = rng.uniform(-0.1, 0.1, out).astype("f4")
+
+    conv("conv1", 64, 3, 7)
+    blobs["res_conv1_bn_s"], blobs["res_conv1_bn_b"] = blobs.pop("conv1_bn_s"), blobs.pop("conv1_bn_b")
+    inp = 64
+    for stage, n in enumerate(blocks, start=2):
+        width = 64 * 2 ** (stage - 2)
+        for i in range(n):
+            conv(f"res{stage}_{i}_branch2a", width, inp, 1)
+            conv(f"res{stage}_{i}_branch2b", width, width, 3)
+            conv(f"res{stage}_{i}_branch2c", 4 * width, width, 1)
+            if i == 0:
+                conv(f"res{stage}_{i}_branch1", 4 * width, inp, 1)
+            inp = 4 * width
+    blobs["fc1000_w"] = (rng.standard_normal((1000, 2048)) * 0.02).astype("f4")
+    blobs["fc1000_b"] = np.zeros(1000, "f4")
+    blobs["conv1_w_momentum"] = np.zeros(1, "f4")  # a training leftover Detectron's loader drops
+    return blobs
+
+
+def _caffe_resnet(blobs, x, blocks=(3, 4, 6, 3)):
+    """Detectron's ResNet forward written from its ResNet.py, on the blobs themselves: stride on branch2a (the
+    first 1x1), AffineChannel after every convolution, projection shortcut branch1 on each stage's first block."""
+    import torch.nn.functional as F
+
+    t = {k: torch.from_numpy(v) for k, v in blobs.items()}
+
+    def affine(y, name):
+        return y * t[f"{name}_s"].view(1, -1, 1, 1) + t[f"{name}_b"].view(1, -1, 1, 1)
+
+    y = affine(F.conv2d(x, t["conv1_w"], stride=2, padding=3), "res_conv1_bn").relu()
+    y = F.max_pool2d(y, 3, stride=2, padding=1)
+    for stage, n in enumerate(blocks, start=2):
+        for i in range(n):
+            name, stride = f"res{stage}_{i}", 2 if i == 0 and stage > 2 else 1
+            z = affine(F.conv2d(y, t[f"{name}_branch2a_w"], stride=stride), f"{name}_branch2a_bn").relu()
+            z = affine(F.conv2d(z, t[f"{name}_branch2b_w"], padding=1), f"{name}_branch2b_bn").relu()
+            z = affine(F.conv2d(z, t[f"{name}_branch2c_w"]), f"{name}_branch2c_bn")
+            short = affine(F.conv2d(y, t[f"{name}_branch1_w"], stride=stride), f"{name}_branch1_bn") if i == 0 else y
+            y = (z + short).relu()
+    return F.linear(y.mean(dim=(2, 3)), t["fc1000_w"], t["fc1000_b"])
+
+
+@pytest.fixture(scope="module")
+def msra_file(tmp_path_factory):
+    """R-50.pkl as Detectron writes it: protocol 2 (Python 2's highest), the blobs maybe inside {"blobs": ...}."""
+    blobs = _msra_blobs()
+    path = tmp_path_factory.mktemp("msra") / "R-50.pkl"
+    with path.open("wb") as f:
+        pickle.dump({"blobs": blobs}, f, protocol=2)
+    return path, blobs
+
+
+def test_msra_pickle_converts_into_resnet50_with_equal_outputs(msra_file):
+    path, blobs = msra_file
+    model = create_model("resnet50", pretrained=path).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _caffe_resnet(blobs, x), rtol=1e-4, atol=1e-4)
+    pre = model.pretrained_weights.preprocess
+    assert (pre.channel_order, pre.pixel_scale, pre.std) == ("BGR", 255, (1, 1, 1)) and pre.mean[0] > 100
+    assert len(model.pretrained_weights.categories) == 1000
+    image = (torch.rand(3, 256, 256) * 255).to(torch.uint8)  # RGB 0..255 becomes Caffe's BGR minus the mean
+    view = pre.views(image)[0]
+    centre = image[:, 16:240, 16:240].float()
+    torch.testing.assert_close(view[0], centre[2] - pre.mean[0])
+
+
+def test_msra_blobs_of_another_depth_are_named():
+    from cnnzoo.weights import Weights, load_pretrained, msra_to_state_dict
+
+    blobs = _msra_blobs(blocks=(1, 1, 1, 1))  # small: the names are what is checked
+    with torch.device("meta"):
+        model = create_model("resnet101")
+    state = msra_to_state_dict(blobs, "resnet101")
+    with pytest.raises(ValueError, match="does not fit resnet101: missing: layer1.1.conv1.weight"):
+        load_pretrained(model, state, Weights("resnet101", "R-101.pkl", "file", 1000), num_classes=1000, in_chans=3)
+    blobs["res6_0_branch2a_w"] = blobs["conv1_w"]
+    with pytest.raises(ValueError, match="blobs with no place in it: res6_0_branch2a_w"):
+        msra_to_state_dict(blobs, "resnet101")
+    with pytest.raises(ValueError, match="stride in the first 1x1"):
+        msra_to_state_dict(blobs, "resnet50_v1_5")

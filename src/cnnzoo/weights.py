@@ -624,7 +624,7 @@ def msra_to_state_dict(blobs: dict, model: str, source: str | os.PathLike = "the
         if f"{head}_w" in blobs:
             state["fc.weight"], state["fc.bias"] = take(f"{head}_w"), take(f"{head}_b")
             break
-    left = sorted(set(blobs) - used)
+    left = sorted(k for k in set(blobs) - used if not k.endswith("_momentum"))  # SGD's state, as Detectron drops
     if left:  # another depth's or another network's blobs: the strict load would only see keys missing
         shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
         raise ValueError(f"{source} does not fit {model}: blobs with no place in it: {shown}")
