@@ -41,6 +41,7 @@ SLOW_TESTS = frozenset({
     "test_more_twin_weights_equal_torchvision",
     "test_every_twin_loads_torchvision_weights_strictly",
     "test_msra_pickle_converts_into_resnet50_with_equal_outputs",
+    "test_timm_inception_resnet_v2_converts_with_equal_outputs",
     "test_trainer_holds_masks_and_codebooks_and_resumes_exactly",  # test_compress_train.py: 3 short runs each
     "test_runs_are_trained_then_reused_and_settings_checked",  # test_experiments.py: 2 short runs
     "test_ensemble_error_against_n_from_real_checkpoints",  # test_experiments.py: 4 short runs

@@ -8,6 +8,7 @@ import logging
 import os
 import pickle
 import urllib.error
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -367,3 +368,100 @@ def test_msra_blobs_of_another_depth_are_named():
         msra_to_state_dict(blobs, "resnet101")
     with pytest.raises(ValueError, match="stride in the first 1x1"):
         msra_to_state_dict(blobs, "resnet50_v1_5")
+
+
+# ------------------------------------------------------------------ timm's ports of the TF-slim releases
+
+class _Basic(nn.Sequential):
+    """timm's BasicConv2d: convolution without bias, batch norm (eps 0.001), ReLU; submodules conv, bn."""
+
+    def __init__(self, cin, cout, k, stride=1, padding=0):
+        super().__init__(OrderedDict(conv=nn.Conv2d(cin, cout, k, stride, padding, bias=False),
+                                     bn=nn.BatchNorm2d(cout, eps=1e-3), relu=nn.ReLU()))
+
+
+class _Mixed(nn.Module):
+    """A timm block: children branch0, branch1, ... concatenated; with `scale`, a residual block whose conv2d
+    (1x1 with bias) maps the concatenation back, scaled, added to the input, then ReLU unless relu=False."""
+
+    def __init__(self, scale=None, relu=True, **parts):
+        super().__init__()
+        for name, part in parts.items():
+            self.add_module(name, part)
+        self.scale, self.relu = scale, relu
+
+    def forward(self, x):
+        y = torch.cat([m(x) for n, m in self.named_children() if n.startswith("branch")], 1)
+        if self.scale is None:
+            return y
+        y = self.conv2d(y) * self.scale + x
+        return y.relu() if self.relu else y
+
+
+def _timm_inception_resnet_v2() -> nn.Module:
+    """timm's inception_resnet_v2 module tree (names, widths, kernels, paddings as its source has them)."""
+    seq, pool = nn.Sequential, lambda: nn.MaxPool2d(3, stride=2)  # noqa: E731
+
+    def block35():
+        return _Mixed(0.17, branch0=_Basic(320, 32, 1), branch1=seq(_Basic(320, 32, 1), _Basic(32, 32, 3, 1, 1)),
+                      branch2=seq(_Basic(320, 32, 1), _Basic(32, 48, 3, 1, 1), _Basic(48, 64, 3, 1, 1)),
+                      conv2d=nn.Conv2d(128, 320, 1))
+
+    def block17():
+        return _Mixed(0.10, branch0=_Basic(1088, 192, 1),
+                      branch1=seq(_Basic(1088, 128, 1), _Basic(128, 160, (1, 7), 1, (0, 3)),
+                                  _Basic(160, 192, (7, 1), 1, (3, 0))), conv2d=nn.Conv2d(384, 1088, 1))
+
+    def block8(scale=0.20, relu=True):
+        return _Mixed(scale, relu, branch0=_Basic(2080, 192, 1),
+                      branch1=seq(_Basic(2080, 192, 1), _Basic(192, 224, (1, 3), 1, (0, 1)),
+                                  _Basic(224, 256, (3, 1), 1, (1, 0))), conv2d=nn.Conv2d(448, 2080, 1))
+
+    return seq(OrderedDict(
+        conv2d_1a=_Basic(3, 32, 3, 2), conv2d_2a=_Basic(32, 32, 3), conv2d_2b=_Basic(32, 64, 3, 1, 1),
+        maxpool_3a=pool(), conv2d_3b=_Basic(64, 80, 1), conv2d_4a=_Basic(80, 192, 3), maxpool_5a=pool(),
+        mixed_5b=_Mixed(branch0=_Basic(192, 96, 1), branch1=seq(_Basic(192, 48, 1), _Basic(48, 64, 5, 1, 2)),
+                        branch2=seq(_Basic(192, 64, 1), _Basic(64, 96, 3, 1, 1), _Basic(96, 96, 3, 1, 1)),
+                        branch3=seq(nn.AvgPool2d(3, 1, 1, count_include_pad=False), _Basic(192, 64, 1))),
+        repeat=seq(*[block35() for _ in range(10)]),
+        mixed_6a=_Mixed(branch0=_Basic(320, 384, 3, 2),
+                        branch1=seq(_Basic(320, 256, 1), _Basic(256, 256, 3, 1, 1), _Basic(256, 384, 3, 2)),
+                        branch2=pool()),
+        repeat_1=seq(*[block17() for _ in range(20)]),
+        mixed_7a=_Mixed(branch0=seq(_Basic(1088, 256, 1), _Basic(256, 384, 3, 2)),
+                        branch1=seq(_Basic(1088, 256, 1), _Basic(256, 288, 3, 2)),
+                        branch2=seq(_Basic(1088, 256, 1), _Basic(256, 288, 3, 1, 1), _Basic(288, 320, 3, 2)),
+                        branch3=pool()),
+        repeat_2=seq(*[block8() for _ in range(9)]), block8=block8(1.0, relu=False),
+        conv2d_7b=_Basic(2080, 1536, 1), global_pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1),
+        classif=nn.Linear(1536, 1000)))
+
+
+def test_timm_inception_resnet_v2_converts_with_equal_outputs(tmp_path):
+    from cnnzoo.weights import timm_to_state_dict
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 96, 96)
+    reference = with_running_statistics(_timm_inception_resnet_v2(), x)
+    path = tmp_path / "inception_resnet_v2.tf_in1k.pth"
+    torch.save(reference.state_dict(), path)
+    model = create_model("inception_resnet_v2_tf", pretrained=path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
+    pre = model.pretrained_weights.preprocess
+    assert (pre.crop, pre.interpolation, pre.mean) == (299, "bicubic", (0.5, 0.5, 0.5))
+    state = reference.state_dict()  # the TF-slim checkpoint's 1001 classes, background first
+    state["classif.weight"] = torch.cat([torch.zeros(1, 1536), state["classif.weight"]])
+    state["classif.bias"] = torch.cat([torch.zeros(1), state["classif.bias"]])
+    assert torch.equal(timm_to_state_dict(state, "inception_resnet_v2_tf")["head.4.bias"], reference.classif.bias)
+    state["repeat.0.extra"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="no place in it: repeat.0.extra"):
+        timm_to_state_dict(state, "inception_resnet_v2_tf")
+
+
+def test_timm_inception_v4_release_order_is_explained():
+    from cnnzoo.weights import timm_to_state_dict
+
+    released = {"features.4.branch1.1.conv.weight": torch.zeros(64, 64, 1, 7)}  # TF-slim's Mixed_4a: 1x7 first
+    with pytest.raises(ValueError, match=r"features.4.branch1.1.conv.weight \(64, 64, 1, 7\).*paper's figures"):
+        timm_to_state_dict(released, "inception_v4")

@@ -645,5 +645,109 @@ TF_INCEPTION_PREPROCESS = {
 }
 
 
+def _timm_units(model: str) -> list[tuple[str, str]]:
+    """timm's modules with weights, in network order, as its inception_v4.py / inception_resnet_v2.py name them:
+    (prefix, kind), kind "convbn" (conv + bn), "conv" (a plain convolution with bias) or "linear"."""
+    def seq(prefix, n):
+        return [f"{prefix}.{i}" for i in range(n)]
+
+    units: list[str | tuple[str, str]] = []
+    if model == "inception_v4":  # features.0-21: stem, Mixed3a/4a/5a, 4 A, Reduction-A, 7 B, Reduction-B, 3 C
+        f = "features"
+        units += [f"{f}.0", f"{f}.1", f"{f}.2", f"{f}.3.conv", *seq(f"{f}.4.branch0", 2), *seq(f"{f}.4.branch1", 4),
+                  f"{f}.5.conv"]
+        for i in range(6, 10):
+            units += [f"{f}.{i}.branch0", *seq(f"{f}.{i}.branch1", 2), *seq(f"{f}.{i}.branch2", 3),
+                      f"{f}.{i}.branch3.1"]
+        units += [f"{f}.10.branch0", *seq(f"{f}.10.branch1", 3)]
+        for i in range(11, 18):
+            units += [f"{f}.{i}.branch0", *seq(f"{f}.{i}.branch1", 3), *seq(f"{f}.{i}.branch2", 5),
+                      f"{f}.{i}.branch3.1"]
+        units += [*seq(f"{f}.18.branch0", 2), *seq(f"{f}.18.branch1", 4)]
+        for i in range(19, 22):
+            units += [f"{f}.{i}.{b}" for b in ("branch0", "branch1_0", "branch1_1a", "branch1_1b", "branch2_0",
+                                               "branch2_1", "branch2_2", "branch2_3a", "branch2_3b", "branch3.1")]
+        units.append(("last_linear", "linear"))
+    else:  # inception_resnet_v2: the TF-slim scopes, lower-cased
+        units += ["conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a", "mixed_5b.branch0",
+                  *seq("mixed_5b.branch1", 2), *seq("mixed_5b.branch2", 3), "mixed_5b.branch3.1"]
+        for i in range(10):
+            units += [f"repeat.{i}.branch0", *seq(f"repeat.{i}.branch1", 2), *seq(f"repeat.{i}.branch2", 3),
+                      (f"repeat.{i}.conv2d", "conv")]
+        units += ["mixed_6a.branch0", *seq("mixed_6a.branch1", 3)]
+        for i in range(20):
+            units += [f"repeat_1.{i}.branch0", *seq(f"repeat_1.{i}.branch1", 3), (f"repeat_1.{i}.conv2d", "conv")]
+        units += [*seq("mixed_7a.branch0", 2), *seq("mixed_7a.branch1", 2), *seq("mixed_7a.branch2", 3)]
+        for block in [f"repeat_2.{i}" for i in range(9)] + ["block8"]:
+            units += [f"{block}.branch0", *seq(f"{block}.branch1", 3), (f"{block}.conv2d", "conv")]
+        units += ["conv2d_7b", ("classif", "linear")]
+    return [u if isinstance(u, tuple) else (u, "convbn") for u in units]
+
+
+def _own_units(model: nn.Module) -> list[tuple[str, str]]:
+    """cnnzoo's modules with weights, in the order they were registered (the network's order)."""
+    from cnnzoo.models.inception_v4 import ConvBN
+
+    units, inside = [], set()
+    for name, module in model.named_modules():
+        if isinstance(module, ConvBN):
+            units.append((name, "convbn"))
+            inside.add(f"{name}.conv")
+        elif isinstance(module, nn.Conv2d) and name not in inside:
+            units.append((name, "conv"))
+        elif isinstance(module, nn.Linear):
+            units.append((name, "linear"))
+    return units
+
+
+_PARTS = {"convbn": ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"),
+          "conv": ("weight", "bias"), "linear": ("weight", "bias")}
+
+
 def timm_to_state_dict(state: dict, model: str, source: str | os.PathLike = "the file") -> dict[str, torch.Tensor]:
-    raise NotImplementedError("timm's inception state_dicts: coming")
+    """timm's `inception_v4` / `inception_resnet_v2` state_dict (its port of the TF-slim release) to cnnzoo's
+    `inception_v4` / `inception_resnet_v2_tf`.
+
+    timm's modules (named after TF-slim's scopes: conv2d_1a, mixed_5b.branch1.0, repeat_1.7.conv2d, classif;
+    features.4.branch1.2 for Inception-v4) are matched one to one, in network order, with cnnzoo's, and every
+    tensor's shape is checked. A 1001-way classifier (TF-slim's, background first) loses its background row."""
+    from cnnzoo.registry import create_model
+
+    if model not in TIMM_MODELS:
+        raise ValueError(f"timm's Inception weights fit inception_v4 and inception_resnet_v2_tf, not {model}")
+    with torch.device("meta"):
+        own = create_model(model)
+    ours, theirs = _own_units(own), _timm_units(model)
+    shapes = own.state_dict()
+    if len(ours) != len(theirs):  # a layout changed on one side: name it rather than pair wrongly
+        raise ValueError(f"cnnzoo's {model} has {len(ours)} weighted layers, timm's {len(theirs)}")
+    converted, used, wrong = {}, set(), []
+    for (o, kind), (t, tkind) in zip(ours, theirs):
+        if kind != tkind:
+            raise ValueError(f"{source}: timm's {t} ({tkind}) meets cnnzoo's {o} ({kind}); the layouts differ")
+        for part in _PARTS[kind]:
+            key = f"{t}.{part}"
+            if key not in state:
+                continue  # named as missing by the strict load
+            value = state[key]
+            if kind == "linear" and value.shape[0] == 1001:  # TF-slim's background class, first
+                value = value[1:]
+            target = f"{o}.{part}"
+            if tuple(value.shape) != tuple(shapes[target].shape):
+                wrong.append(f"{key} {tuple(value.shape)} vs {target} {tuple(shapes[target].shape)}")
+            converted[target] = value
+            used.add(key)
+        if kind == "convbn":
+            converted[f"{o}.bn.num_batches_tracked"] = state.get(f"{t}.bn.num_batches_tracked", torch.tensor(0))
+            used.add(f"{t}.bn.num_batches_tracked")
+    if wrong:
+        why = (" cnnzoo's inception_v4 follows the paper's figures, whose factorised 7x1/1x7 and 3x1/1x3 pairs come "
+               "in the other order in three places of the release (the stem's Mixed-4a, Inception-B, Inception-C): "
+               "the released weights cannot compute the paper's network" if model == "inception_v4" else "")
+        raise ValueError(f"{source} does not fit {model}: wrong shapes: {', '.join(wrong[:3])}"
+                         + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "") + "." + why)
+    left = sorted(set(state) - used)
+    if left:
+        raise ValueError(f"{source} does not fit {model}: tensors with no place in it: {', '.join(left[:4])}"
+                         + (f" and {len(left) - 4} more" if len(left) > 4 else ""))
+    return converted
