@@ -465,3 +465,13 @@ def test_timm_inception_v4_release_order_is_explained():
     released = {"features.4.branch1.1.conv.weight": torch.zeros(64, 64, 1, 7)}  # TF-slim's Mixed_4a: 1x7 first
     with pytest.raises(ValueError, match=r"features.4.branch1.1.conv.weight \(64, 64, 1, 7\).*paper's figures"):
         timm_to_state_dict(released, "inception_v4")
+
+
+def test_pretrained_timm_without_timm_says_how(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed, whether it is or not
+    with pytest.raises(ImportError, match="pip install timm"):
+        create_model("inception_resnet_v2_tf", pretrained="timm")
+    with pytest.raises(ValueError, match="not resnet50"):
+        create_model("resnet50", pretrained="timm")

@@ -33,7 +33,6 @@ import re
 import sys
 import urllib.error
 import urllib.parse
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -355,8 +354,7 @@ def _unwrap(payload, path: Path) -> dict:
 def _from_state_dict(state: dict, base: Weights, path: Path) -> tuple[dict, Weights]:
     if base.model in TIMM_MODELS and any(k.startswith(_TIMM_MARKS) for k in state):
         return timm_to_state_dict(state, base.model, path), replace(
-            base, name=f"timm ({path.name})", preprocess=TF_INCEPTION_PREPROCESS[base.model],
-            recipe="the TF-slim release of Szegedy et al., ported by timm")
+            _timm_weights(base.model), name=f"timm ({path.name})", source="file", file=str(path))
     return state, base
 
 
@@ -398,6 +396,11 @@ def resolve_weights(name: str, pretrained) -> Weights:
     from cnnzoo.registry import model_card
 
     card = model_card(name)
+    if pretrained == "timm":
+        if card.name not in TIMM_MODELS:
+            raise ValueError(f"pretrained='timm' is for {' and '.join(sorted(TIMM_MODELS))} (timm's ports of the "
+                             f"TF-slim releases), not {card.name}")
+        return replace(_timm_weights(card.name), source="timm")
     if isinstance(pretrained, bool) or isinstance(pretrained, str) and not _looks_like_path(pretrained):
         available = list_weights(card.name)
         if not available:
@@ -439,6 +442,14 @@ def state_and_weights(name: str, pretrained) -> tuple[dict, Weights]:
     weights = resolve_weights(name, pretrained)
     if weights.source == "file":
         return read_weights_file(weights.file, name)
+    if weights.source == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise ImportError(f"pretrained='timm' builds timm's {TIMM_NAMES[name]} to read its weights, and timm is not "
+                              f"installed (pip install timm); or pass pretrained=PATH to its state_dict") from None
+        state = timm.create_model(TIMM_NAMES[name], pretrained=True).state_dict()
+        return timm_to_state_dict(state, name, f"timm's {TIMM_NAMES[name]}"), weights
     what = f"the {weights.name} weights of {weights.model}" if weights.source == "torchvision" else "the weights"
     state = _download(weights.url, what)
     if weights.source == "torchvision":
@@ -446,13 +457,9 @@ def state_and_weights(name: str, pretrained) -> tuple[dict, Weights]:
     return _unwrap(state, hub_file(weights.url)), replace(weights, file=str(hub_file(weights.url)))
 
 
-def load_pretrained(model: nn.Module, state: dict, weights: Weights, *, num_classes: int, in_chans: int,
-                    assign: bool = False) -> dict:
+def load_pretrained(model: nn.Module, state: dict, weights: Weights, *, num_classes: int, in_chans: int) -> dict:
     """Load `state` into `model` strictly, after the two adaptations asked for (classifier, first convolution);
-    with `assign`, the model takes the tensors themselves (a model built on the meta device). Returns the state
-    as loaded."""
-    from cnnzoo.train.checkpoint import load_model_state
-
+    a model built on the meta device takes the tensors themselves. Returns the state as loaded."""
     own = model.state_dict()
     state = {k: v for k, v in state.items()
              if not (k.startswith(weights.optional) and weights.optional and k not in own)}
@@ -473,13 +480,26 @@ def load_pretrained(model: nn.Module, state: dict, weights: Weights, *, num_clas
                     weights.model, first, weights.name, given, in_chans, how)
     state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() and own[k].is_floating_point() else v
              for k, v in state.items()}
-    with warnings.catch_warnings():  # into a meta model the copy is a no-op, which torch warns of: only the check runs
-        warnings.simplefilter("ignore", UserWarning)
-        load_model_state(model, state, weights.model, weights.file or weights.url or weights.name)  # names mismatches
-    if assign:
-        model.load_state_dict(state, strict=True, assign=True)
+    _check_fits(own, state, weights.model, weights.file or weights.url or weights.name)
+    # A model built on the meta device takes the loaded tensors as its own (requires_grad kept); a built one copies
+    # them in (taking them measured slower forwards here, within this machine's noise).
+    model.load_state_dict(state, strict=True, assign=_has_meta_tensors(model))
     model.pretrained_weights = weights
     return state
+
+
+def _check_fits(own: dict, state: dict, name: str, source) -> None:
+    """One message naming the missing, unexpected and wrong-shaped keys (as cnnzoo's checkpoints word it)."""
+    from cnnzoo.train.checkpoint import CheckpointError
+
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = [f"{label}: " + ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes)) if keys]
+    if parts:
+        raise CheckpointError(f"{source} does not fit {name}: " + "; ".join(parts))
 
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -507,7 +527,7 @@ def pretrained_model(name: str, pretrained, *, num_classes: int | None, in_chans
     if num_classes == weights.num_classes and sum(v.numel() for v in state.values()) > _META_BUILD_NUMEL:
         with torch.device("meta"):
             model = build(weights.options, num_classes=num_classes, in_chans=in_chans)
-        state = load_pretrained(model, state, weights, num_classes=num_classes, in_chans=in_chans, assign=True)
+        state = load_pretrained(model, state, weights, num_classes=num_classes, in_chans=in_chans)
         if not _has_meta_tensors(model):
             return model, in_chans
     model = build(weights.options, num_classes=num_classes, in_chans=in_chans)
@@ -702,6 +722,15 @@ def _own_units(model: nn.Module) -> list[tuple[str, str]]:
 
 _PARTS = {"convbn": ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"),
           "conv": ("weight", "bias"), "linear": ("weight", "bias")}
+
+
+TIMM_NAMES = {"inception_v4": "inception_v4.tf_in1k", "inception_resnet_v2_tf": "inception_resnet_v2.tf_in1k"}
+
+
+def _timm_weights(model: str) -> Weights:
+    return Weights(model=model, name=TIMM_NAMES[model], source="timm", num_classes=1000,
+                   categories=imagenet_categories(), preprocess=TF_INCEPTION_PREPROCESS[model],
+                   recipe="the TF-slim release of Szegedy et al., ported by timm")
 
 
 def timm_to_state_dict(state: dict, model: str, source: str | os.PathLike = "the file") -> dict[str, torch.Tensor]:
