@@ -76,7 +76,7 @@ def test_folder_streams_in_batches_and_skips_unreadable_files(tmp_path, squeezen
     code, out, err = _predict(capsys, "squeezenet1_1", folder, "--topk", 2)
     assert code == 0 and "skipped" in err and str(folder / "broken.jpg") in err
     rows = [line for line in out.splitlines() if str(folder) in line]
-    assert len(rows) == 4 and all(f"│    1 │" in row for row in rows)
+    assert len(rows) == 4 and all("│    1 │" in row for row in rows)
     code, out, err = _predict(capsys, "squeezenet1_1", folder / "broken.jpg")
     assert code == 1 and "cannot decode" in err
 

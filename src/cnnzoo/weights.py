@@ -191,8 +191,8 @@ def _from_torchvision(model: str, w) -> Weights:
     categories = tuple(meta["categories"] or ())  # None for VGG-16's IMAGENET1K_FEATURES (no valid classifier)
     return Weights(model=model, name=w.name, source="torchvision", num_classes=len(categories) or 1000,
                    categories=categories, preprocess=preprocess, url=w.url,
-                   top1_acc=_reported(metrics.get("acc@1")), top5_acc=_reported(metrics.get("acc@5")), recipe=meta.get("recipe", ""),
-                   options=options, optional=optional)
+                   top1_acc=_reported(metrics.get("acc@1")), top5_acc=_reported(metrics.get("acc@5")),
+                   recipe=meta.get("recipe", ""), options=options, optional=optional)
 
 
 def _reported(value) -> float | None:
@@ -446,8 +446,8 @@ def state_and_weights(name: str, pretrained) -> tuple[dict, Weights]:
         try:
             import timm
         except ImportError:
-            raise ImportError(f"pretrained='timm' builds timm's {TIMM_NAMES[name]} to read its weights, and timm is not "
-                              f"installed (pip install timm); or pass pretrained=PATH to its state_dict") from None
+            raise ImportError(f"pretrained='timm' builds timm's {TIMM_NAMES[name]} to read its weights, and timm is "
+                              f"not installed (pip install timm); or pass pretrained=PATH to its state_dict") from None
         state = timm.create_model(TIMM_NAMES[name], pretrained=True).state_dict()
         return timm_to_state_dict(state, name, f"timm's {TIMM_NAMES[name]}"), weights
     what = f"the {weights.name} weights of {weights.model}" if weights.source == "torchvision" else "the weights"
