@@ -475,3 +475,17 @@ def test_pretrained_timm_without_timm_says_how(monkeypatch):
         create_model("inception_resnet_v2_tf", pretrained="timm")
     with pytest.raises(ValueError, match="not resnet50"):
         create_model("resnet50", pretrained="timm")
+
+
+def test_weights_names_files_and_urls_are_told_apart(tmp_path, torch_home):
+    assert resolve_weights("resnet50_v1_5", "ResNet50_Weights.IMAGENET1K_V1").name == "IMAGENET1K_V1"
+    assert resolve_weights("resnet50_v1_5", "default").name == list_weights("resnet50_v1_5")[0].name
+    assert resolve_weights("resnet50", "R-50.pkl").source == "file"
+    source = with_running_statistics(create_model("resnet20"), torch.randn(2, 3, 32, 32))
+    path = tmp_path / "r20.pth"
+    torch.save({"state_dict": source.state_dict()}, path)
+    model = create_model("resnet20", pretrained=path.as_uri()).eval()  # no twin: a URL is read as a file would be
+    assert model.pretrained_weights.source == "url" and (torch_home / "r20.pth").is_file()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))

@@ -262,8 +262,9 @@ def hub_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)
 
 
-def _download(url: str, what: str) -> dict:
-    """The state_dict at `url`, through torch.hub's cache; offline, one error naming the file and the folder."""
+def _fetch(url: str, what: str) -> Path:
+    """The cached copy of `url` in torch.hub's cache, downloaded if absent; offline, one error naming the file and
+    the folder to put it in."""
     cached = hub_file(url)
     if not cached.is_file():
         # torchvision's file names end in the first hex digits of their SHA-256 ("resnet18-f37072fd.pth")
@@ -280,7 +281,7 @@ def _download(url: str, what: str) -> dict:
                 f"checkpoints)") from None
         except RuntimeError as err:  # torch.hub's "invalid hash value"
             raise ValueError(f"the download of {url} is damaged ({err}); nothing was kept, try again") from None
-    return _torch_load(cached)
+    return cached
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -401,6 +402,9 @@ def resolve_weights(name: str, pretrained) -> Weights:
             raise ValueError(f"pretrained='timm' is for {' and '.join(sorted(TIMM_MODELS))} (timm's ports of the "
                              f"TF-slim releases), not {card.name}")
         return replace(_timm_weights(card.name), source="timm")
+    if isinstance(pretrained, str) and _is_url(pretrained):
+        return Weights(model=card.name, name=os.path.basename(urllib.parse.urlparse(pretrained).path), source="url",
+                       url=pretrained, num_classes=card.num_classes)
     if isinstance(pretrained, bool) or isinstance(pretrained, str) and not _looks_like_path(pretrained):
         available = list_weights(card.name)
         if not available:
@@ -410,9 +414,6 @@ def resolve_weights(name: str, pretrained) -> Weights:
                                 if card.name in CONVERTIBLE else ""))
         if pretrained is True:
             return available[0]
-        if isinstance(pretrained, str) and _is_url(pretrained):
-            return replace(available[0], name=os.path.basename(urllib.parse.urlparse(pretrained).path),
-                           source="url", url=pretrained, top1_acc=None, top5_acc=None, recipe="")
         key = pretrained.upper().split(".")[-1]  # "ResNet50_Weights.IMAGENET1K_V2" or "imagenet1k_v2"
         if key == "DEFAULT":
             return available[0]
@@ -432,9 +433,12 @@ def _is_url(text: str) -> bool:
     return urllib.parse.urlparse(text).scheme in ("http", "https", "file")
 
 
+_FILE_SUFFIXES = (".pt", ".pth", ".pkl", ".safetensors", ".bin", ".ckpt", ".tar")
+
+
 def _looks_like_path(text: str) -> bool:
-    return not _is_url(text) and (os.sep in text or "." in text and not text.upper().startswith(
-        ("IMAGENET", "DEFAULT")) or Path(text).exists())
+    """A file rather than a weights name ("IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V2")."""
+    return not _is_url(text) and (os.sep in text or text.lower().endswith(_FILE_SUFFIXES) or Path(text).exists())
 
 
 def state_and_weights(name: str, pretrained) -> tuple[dict, Weights]:
@@ -450,11 +454,12 @@ def state_and_weights(name: str, pretrained) -> tuple[dict, Weights]:
                               f"not installed (pip install timm); or pass pretrained=PATH to its state_dict") from None
         state = timm.create_model(TIMM_NAMES[name], pretrained=True).state_dict()
         return timm_to_state_dict(state, name, f"timm's {TIMM_NAMES[name]}"), weights
-    what = f"the {weights.name} weights of {weights.model}" if weights.source == "torchvision" else "the weights"
-    state = _download(weights.url, what)
-    if weights.source == "torchvision":
-        _remember_listing(weights.model)
-    return _unwrap(state, hub_file(weights.url)), replace(weights, file=str(hub_file(weights.url)))
+    if weights.source == "url":  # any format a local file may have
+        state, found = read_weights_file(_fetch(weights.url, "the weights"), name)
+        return state, replace(found, source="url", url=weights.url)
+    cached = _fetch(weights.url, f"the {weights.name} weights of {weights.model}")
+    _remember_listing(weights.model)
+    return _unwrap(_torch_load(cached), cached), replace(weights, file=str(cached))
 
 
 def load_pretrained(model: nn.Module, state: dict, weights: Weights, *, num_classes: int, in_chans: int) -> dict:
