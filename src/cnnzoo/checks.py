@@ -2,7 +2,10 @@
 
 Whether an input size fits is found by running the model itself on the meta device (shapes only, no
 memory, no arithmetic), once per new input size other than the model's native one (which always fits);
-on a misfit the accepted range is searched the same way.
+on a misfit the accepted range is searched the same way. During a probe the common layers (convolution, batch
+norm, ReLU, max and average pooling, identity) compute their output shape by formula instead of through torch's
+meta kernels (the convolution's runs in Python: thousands of calls make ResNet-1202's search take most of a
+minute); any case the formula does not cover runs the layer itself.
 """
 
 from __future__ import annotations
@@ -14,6 +17,80 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 _SHAPE_ERRORS = (RuntimeError, ValueError, IndexError)
+
+
+def out_size(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    """Output length of a window of size k (stride s, padding p, dilation d) over n, as torch computes it."""
+    span = n + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= n + p:  # the last window must start inside the input or its left padding
+        out -= 1
+    return out
+
+
+def _two(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (tuple(value) * 2)[:2] if len(value) == 1 else tuple(value)
+
+
+def _probe_conv(m: nn.Conv2d, x: Tensor) -> Tensor | None:
+    if x.dim() != 4 or x.shape[1] != m.in_channels or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return None
+    size = [out_size(n, k, st, p, d, False) for n, k, st, p, d in
+            zip(x.shape[-2:], m.kernel_size, m.stride, m.padding, m.dilation)]
+    if min(size) < 1:
+        raise RuntimeError("input smaller than the kernel")
+    return torch.empty(x.shape[0], m.out_channels, *size, device="meta", dtype=x.dtype)
+
+
+def _probe_pool(m: nn.Module, x: Tensor) -> Tensor | None:
+    if x.dim() != 4 or getattr(m, "return_indices", False):
+        return None
+    k = _two(m.kernel_size)
+    s, p = _two(m.stride if m.stride is not None else m.kernel_size), _two(m.padding)
+    d = _two(m.dilation) if isinstance(m, nn.MaxPool2d) else (1, 1)
+    if (isinstance(m, nn.AvgPool2d) and (m.divisor_override is not None)) or any(
+            pp > kk // 2 for pp, kk in zip(p, k)):
+        return None
+    size = [out_size(n, *args, m.ceil_mode) for n, *args in zip(x.shape[-2:], k, s, p, d)]
+    if min(size) < 1:
+        raise RuntimeError("output size is too small")
+    return torch.empty(*x.shape[:2], *size, device="meta", dtype=x.dtype)
+
+
+def _probe_norm(m: nn.BatchNorm2d, x: Tensor) -> Tensor | None:
+    if x.dim() != 4 or x.shape[1] != m.num_features:
+        return None
+    if m.training and x.numel() // x.shape[1] <= 1:
+        raise ValueError("expected more than 1 value per channel when training")
+    return x
+
+
+_PROBES = {nn.Conv2d: _probe_conv, nn.MaxPool2d: _probe_pool, nn.AvgPool2d: _probe_pool,
+           nn.BatchNorm2d: _probe_norm, nn.ReLU: lambda m, x: x, nn.Identity: lambda m, x: x}
+
+
+def _probing_forward(module: nn.Module, probe):
+    def forward(*args, **kwargs):
+        x = args[0] if len(args) == 1 and not kwargs and isinstance(args[0], Tensor) else None
+        out = probe(module, x) if x is not None and x.device.type == "meta" else None
+        return type(module).forward(module, *args, **kwargs) if out is None else out
+    return forward
+
+
+@contextlib.contextmanager
+def _shape_formulas(module: nn.Module):
+    """Give the common layers of `module` a shape-only forward for the duration of a probe."""
+    swapped = []
+    try:
+        for m in module.modules():
+            probe = _PROBES.get(type(m))
+            if probe is not None and "forward" not in m.__dict__:
+                m.__dict__["forward"] = _probing_forward(m, probe)
+                swapped.append(m)
+        yield
+    finally:
+        for m in swapped:
+            m.__dict__.pop("forward", None)
 
 
 class InputCheck:
@@ -70,15 +147,18 @@ class InputCheck:
         return self._fits[key]
 
     def _runs(self, module: nn.Module, h: int, w: int) -> bool:
-        tensors = {k: torch.empty_like(v, device="meta") for k, v in module.named_parameters()}
-        tensors.update({k: torch.empty_like(v, device="meta") for k, v in module.named_buffers()})
-        dtype = next((v.dtype for v in tensors.values() if v.is_floating_point()), torch.get_default_dtype())
+        own = [*module.parameters(), *module.buffers()]
+        dtype = next((v.dtype for v in own if v.is_floating_point()), torch.get_default_dtype())
+        tensors = None
+        if not all(v.is_meta for v in own):  # a model on the meta device already (the profiler's) runs as it is
+            tensors = {k: torch.empty_like(v, device="meta") for k, v in module.named_parameters()}
+            tensors.update({k: torch.empty_like(v, device="meta") for k, v in module.named_buffers()})
         x = torch.empty(2, self.in_chans, h, w, device="meta", dtype=dtype)  # 2: batch norm needs more than one
         self._probing = True
         try:  # the probe's random draws (dropout, stochastic depth) must not move the caller's RNG: a resumed
             # training run probes at a different moment than the run it continues
-            with torch.random.fork_rng(devices=[]):
-                out = functional_call(module, tensors, (x,))
+            with torch.random.fork_rng(devices=[]), _shape_formulas(module):
+                out = module(x) if tensors is None else functional_call(module, tensors, (x,))
         except _SHAPE_ERRORS:
             return False
         finally:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from cnnzoo.analysis.counting import NORM_LAYERS
 from cnnzoo.checks import InputCheck
+from cnnzoo.checks import out_size as _out_size
 
 OP_CLASSES = ("convolution", "linear", "normalisation", "pooling", "activation", "elementwise")
 MAX_TENSOR_BYTES = 2**63 - 1  # PyTorch keeps a tensor's size in bytes as an int64: no tensor holds more
@@ -498,14 +499,6 @@ SHORTCUTS = {
 
 def _plain(x, dims: int) -> bool:
     return isinstance(x, Tensor) and x.dim() == dims and x.device.type == "meta"
-
-
-def _out_size(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
-    span = n + 2 * p - d * (k - 1) - 1
-    out = (span + (s - 1 if ceil else 0)) // s + 1
-    if ceil and (out - 1) * s >= n + p:  # the last window must start inside the input or its left padding
-        out -= 1
-    return out
 
 
 def _needs_grad(run, m: nn.Module, x: Tensor) -> bool:
