@@ -146,3 +146,11 @@ def test_metrics_read_back_as_numbers(tmp_path):
     (tmp_path / "metrics.csv").write_text("epoch,step,train_top1_err\n1,10,50.5\n2,20,40\n")
     assert read_metrics(tmp_path / "metrics.csv") == [{"epoch": 1, "step": 10, "train_top1_err": 50.5},
                                                       {"epoch": 2, "step": 20, "train_top1_err": 40.0}]
+
+
+def test_thread_count_is_kept_on_resume_and_recorded(tmp_path):
+    from cnnzoo.experiments import _threads
+
+    run_plan(tiny_plan(seeds=1), tmp_path, train_options=FAST, progress=lambda _: 0, extra={"threads": 3})
+    assert json.loads((tmp_path / "experiment.json").read_text())["threads"] == 3
+    assert _threads(tiny_plan(seeds=1), tmp_path, True, "cpu") == (3, "as the experiment began")

@@ -33,7 +33,8 @@ def arguments(p) -> None:
                    help="continue the experiment in --out: reuse finished runs, resume an interrupted one")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--threads", type=_count(1), metavar="N",
-                   help="CPU threads of every run (default: all available cores, the same for every run)")
+                   help="CPU threads of every run (default: the fastest of a few counts, measured once at the start; "
+                        "the same for every run, kept on --resume)")
     p.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $CNNZOO_DATA or "
                                                         "~/.cache/cnnzoo/data)")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from cnnzoo.experiments import degradation, ensemble, fractal_columns, stochastic_depth
 from cnnzoo.experiments.runner import Plan, RunOutcome, RunSpec, run_plan
 from cnnzoo.experiments.summary import Summary, write_summary
+from cnnzoo.words import plural
 
 __all__ = ["EXPERIMENTS", "ExperimentResult", "plan_experiment", "run_experiment", "Plan", "RunSpec", "RunOutcome",
            "Summary"]
@@ -44,6 +45,46 @@ def _module(name: str):
     return EXPERIMENTS[name]
 
 
+def _threads(plan: Plan, out: Path, resume: bool, device: str) -> tuple[int, str]:
+    """The experiment's CPU thread count: the one it started with (on --resume), else the fastest of a few,
+    measured once on a training step of its first net (`cnnzoo.train.threads`: on a shared CPU, 1 thread can be
+    several times faster than 2)."""
+    import json
+
+    import torch
+    import torch.nn.functional as F
+
+    from cnnzoo.registry import create_model, model_card
+    from cnnzoo.train.threads import cpu_candidates, measure_threads
+    from cnnzoo.train.trainer import resolve_device
+
+    stored = out / "experiment.json"
+    if resume and stored.is_file():
+        kept = json.loads(stored.read_text()).get("threads")
+        if isinstance(kept, int) and kept >= 1:
+            return kept, "as the experiment began"
+    if resolve_device(device).type != "cpu":
+        return torch.get_num_threads(), "torch's default; the nets run on the GPU"
+    candidates = cpu_candidates()
+    if len(candidates) == 1:
+        return candidates[0], "one core available"
+    card = model_card(plan.runs[0].model)
+    rng = torch.get_rng_state()
+    try:
+        net = create_model(card.name, num_classes=10).train()
+        x, y = torch.randn(32, *card.input_size), torch.arange(32) % 10
+
+        def step():
+            F.cross_entropy(net(x), y).backward()
+            net.zero_grad(set_to_none=True)
+
+        choice = measure_threads(step, candidates)
+    finally:
+        torch.set_rng_state(rng)
+    shown = ", ".join(f"{n}: {1000 * t:.0f} ms" for n, t in sorted(choice.timings.items()))
+    return choice.threads, f"the fastest for a step of {card.name} at batch 32: {shown}"
+
+
 def plan_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 3, epochs: int | None = None) -> Plan:
     """The runs experiment `name` trains for this data, scale, seeds and epochs (nothing is trained)."""
     return _module(name).plan(data, scale, seeds, epochs)
@@ -65,11 +106,11 @@ def run_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 3
     out = Path(out) if out is not None else Path("experiments") / f"{name}-{data.replace(':', '-')}-{scale}"
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     options = dict(train_options or {})
-    if "threads" not in options or options["threads"] is None:
-        from cnnzoo.train.threads import available_cores
-
-        options["threads"] = available_cores()  # one count for every run, so their wall times compare
-    outcomes = run_plan(plan, out, resume=resume, train_options=options, progress=say)
+    if options.get("threads") is None:  # one count for every run, so that their wall times compare
+        options["threads"], how = _threads(plan, out, resume, options.get("device", "auto"))
+        say(f"{plural(options['threads'], 'CPU thread')} for every run ({how}; --threads N to pin)")
+    outcomes = run_plan(plan, out, resume=resume, train_options=options, progress=say,
+                        extra={"threads": options["threads"]})
     eval_options = {k: options[k] for k in ("device", "data_root") if k in options}
     summary = module.summarize(plan, outcomes, eval_options)
     if plan.seeds == 1:

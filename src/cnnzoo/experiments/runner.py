@@ -94,12 +94,13 @@ def _check_same(out: Path, record: dict) -> None:
 
 
 def run_plan(plan: Plan, out: Path, *, resume: bool = False, train_options: dict | None = None,
-             progress=print) -> list[RunOutcome]:
+             progress=print, extra: dict | None = None) -> list[RunOutcome]:
     """Train (or reuse, or resume) every run of `plan` under `out`, one after the other.
 
     Args:
         train_options: TrainConfig fields every run gets (device, threads, data_root, batch_size, ...).
         progress: called with one line per run ("run 3/12: plain56, seed 1: training").
+        extra: more entries for experiment.json, not compared on resume (the thread count).
     """
     from cnnzoo.train.trainer import TrainConfig, train
 
@@ -110,9 +111,11 @@ def run_plan(plan: Plan, out: Path, *, resume: bool = False, train_options: dict
             raise ValueError(f"{out} holds an experiment already; pass --resume to continue it (finished runs are "
                              f"reused), or choose another --out")
         _check_same(out, record)
+        record = {**json.loads((out / "experiment.json").read_text()), **(extra or {})}
     else:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "experiment.json", json.dumps(record, indent=2) + "\n")
+        record = {**record, **(extra or {})}
+    atomic_write_text(out / "experiment.json", json.dumps(record, indent=2) + "\n")
     outcomes = []
     for i, spec in enumerate(plan.runs, start=1):
         folder = out / "runs" / spec.folder

@@ -19,7 +19,7 @@ WHAT = "ResNet-110 with constant depth against stochastic depth (p_L = 0.5): err
 ARMS = (("constant depth", 1.0), ("stochastic depth", 0.5))  # (arm, survival probability of the last block)
 MODEL = {"paper": "resnet110_sd", "small": "resnet56"}
 PAPER_EPOCHS = 500
-SMALL_EPOCHS = 4
+SMALL_EPOCHS = 10
 
 
 def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = None) -> Plan:
