@@ -25,7 +25,8 @@ def tiny_plan(seeds=2, epochs=1, experiment="tiny"):
 
 def test_runs_are_trained_then_reused_and_settings_checked(tmp_path):
     lines = []
-    first = run_plan(tiny_plan(), tmp_path, train_options=FAST, progress=lines.append)
+    first = run_plan(tiny_plan(), tmp_path, train_options=FAST, progress=lines.append, extra={"threads": 1})
+    assert json.loads((tmp_path / "experiment.json").read_text())["threads"] == 1
     assert [o.status for o in first] == ["trained", "trained"]
     assert lines[0].startswith("run 1/2: lenet5, seed 0") and lines[1].startswith("run 2/2")
     assert all(len(o.history) == 1 for o in first)
@@ -148,9 +149,8 @@ def test_metrics_read_back_as_numbers(tmp_path):
                                                       {"epoch": 2, "step": 20, "train_top1_err": 40.0}]
 
 
-def test_thread_count_is_kept_on_resume_and_recorded(tmp_path):
+def test_thread_count_is_kept_on_resume(tmp_path):
     from cnnzoo.experiments import _threads
 
-    run_plan(tiny_plan(seeds=1), tmp_path, train_options=FAST, progress=lambda _: 0, extra={"threads": 3})
-    assert json.loads((tmp_path / "experiment.json").read_text())["threads"] == 3
+    (tmp_path / "experiment.json").write_text(json.dumps({**tiny_plan(seeds=1).record(), "threads": 3}))
     assert _threads(tiny_plan(seeds=1), tmp_path, True, "cpu") == (3, "as the experiment began")
