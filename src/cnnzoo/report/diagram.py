@@ -756,10 +756,16 @@ def _place(item: Item, x: float, y: float, level: int, out: list, top: bool = Fa
         if skip:
             sx, sy = (entry if s < 0 else (anchors[s][2], anchors[s][3]))
             rx, my = anchors[t][4], anchors[t][5]
-            projection = s >= 0 and any(_class_of(n) in ("convolution", "linear") for n in item.items[s].nodes)
-            g_children.append(Line([(sx, sy + (4 if s < 0 else 0)), (lane_x, sy + (4 if s < 0 else 6)),
-                                    (lane_x, my), (rx + 1, my)], stroke="#4a6fa5" if s < 0 else "#555",
-                                   dash=projection))
+            projection = (s >= 0 and item.items[t].shape == "circle"  # a shortcut with weights into a "+"
+                          and any(_class_of(n) in ("convolution", "linear") for n in item.items[s].nodes))
+            target = item.items[t]
+            if target.kind == "box" and target.shape == "rect" and target.note:
+                # Into the box's top edge near its right end, above the note written beside it.
+                end = [(lane_x, ty - 5), (rx - 8, ty - 5), (rx - 8, ty)]
+            else:
+                end = [(lane_x, my), (rx + 1, my)]
+            g_children.append(Line([(sx, sy + (4 if s < 0 else 0)), (lane_x, sy + (4 if s < 0 else 6)), *end],
+                                   stroke="#4a6fa5" if s < 0 else "#555", dash=projection))
             lane_x += LANE
         elif s < 0:
             if (tx, ty) != entry:
