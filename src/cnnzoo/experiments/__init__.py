@@ -112,7 +112,14 @@ def run_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 3
     outcomes = run_plan(plan, out, resume=resume, train_options=options, progress=say,
                         extra={"threads": options["threads"]})
     eval_options = {k: options[k] for k in ("device", "data_root") if k in options}
-    summary = module.summarize(plan, outcomes, eval_options)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(options["threads"])  # the evaluations too (a run restores the caller's count)
+    try:
+        summary = module.summarize(plan, outcomes, eval_options)
+    finally:
+        torch.set_num_threads(before)
     if plan.seeds == 1:
         summary.verdict.insert(0, "One seed only: there is no spread over seeds to judge the differences against, so "
                                   "a difference below may be noise; use --seeds 3 or more.")

@@ -9,7 +9,9 @@ member is its run's last.pt (the last epoch): best.pt is chosen on the test spli
 
 from __future__ import annotations
 
-from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings
+import torch
+
+from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings, for_test
 from cnnzoo.experiments.summary import Summary, markdown_table, mean_std, pm
 
 NAME = "ensemble"
@@ -37,7 +39,7 @@ def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = N
 
 
 def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
-    from cnnzoo.train.ensemble import evaluate_checkpoints
+    from cnnzoo.train.evaluate import errors, predict
 
     members = plan.options["members"]
     options = evaluate or {}
@@ -45,17 +47,19 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
     by_n = {n: [] for n in range(1, members + 1)}  # ensemble top-1 error per group
     singles = []  # each member alone
     for group in groups:
-        paths = [str(o.folder / "last.pt") for o in group]
-        report = evaluate_checkpoints(paths, plan.data, device=options.get("device", "auto"),
-                                      data_root=options.get("data_root"))
-        singles += [m["top1_err"] for m in report["members"]]
-        by_n[1].append(report["members"][0]["top1_err"])
-        for n in range(2, members + 1):
-            by_n[n].append(evaluate_checkpoints(paths[:n], plan.data, device=options.get("device", "auto"),
-                                                data_root=options.get("data_root"))["ensemble"]["top1_err"])
+        total, labels = None, None
+        for n, outcome in enumerate(group, start=1):  # each member's softmax once; the ensemble of n is their mean
+            _, model, loader = for_test(outcome.folder / "last.pt", plan.data, device=options.get("device", "auto"),
+                                        data_root=options.get("data_root"))
+            probs, y = predict(model, loader)
+            if labels is not None and not torch.equal(labels, y):
+                raise ValueError("the members saw the test images in different orders; cannot ensemble them")
+            labels, total = y, probs if total is None else total + probs
+            singles.append(100 * errors(probs, y).top1)
+            by_n[n].append(100 * errors(total / n, y).top1)
     rows = [[n, pm(by_n[n]), f"{mean_std(by_n[1])[0] - mean_std(by_n[n])[0]:+.2f}"] for n in by_n]
     table = markdown_table(["nets N", f"ensemble test top-1 error % (mean ± std over {plan.seeds} groups)",
-                            "change from N = 1 (points)"], rows)
+                            "points below N = 1"], rows)
     first, last = mean_std(by_n[1]), mean_std(by_n[members])
     gain = first[0] - last[0]
     spread = (first[1] ** 2 + last[1] ** 2) ** 0.5

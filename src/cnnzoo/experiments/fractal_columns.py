@@ -11,9 +11,7 @@ net, on the test split, from the run's last.pt.
 
 from __future__ import annotations
 
-import dataclasses
-
-from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings
+from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings, for_test
 from cnnzoo.experiments.summary import Summary, markdown_table, mean_std, pm
 
 NAME = "fractal-columns"
@@ -41,21 +39,11 @@ def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = N
 def column_errors(path, data: str, *, device: str = "auto", data_root: str | None = None) -> dict:
     """Test top-1 error (%) of a FractalNet checkpoint's whole net ("all") and of each column alone ("1".."C",
     1 = the shallowest), on `data`'s test split prepared as the run was trained."""
-    from cnnzoo.data import fit, fit_mode, load_dataset, make_loader
-    from cnnzoo.train.checkpoint import load_checkpoint, model_from_checkpoint
     from cnnzoo.train.evaluate import errors, predict
-    from cnnzoo.train.trainer import resolve_device
 
-    target = resolve_device(device)
-    payload = load_checkpoint(path)
-    model = model_from_checkpoint(payload, device=target)
+    payload, model, loader = for_test(path, data, device=device, data_root=data_root)
     if not hasattr(model, "num_columns"):
         raise ValueError(f"{path} holds {payload['model']}, not a FractalNet; its columns cannot be evaluated alone")
-    size = tuple(payload["data"]["input_size"])
-    test = load_dataset(data, "test", root=data_root)
-    fitted = fit(test, size, mode=fit_mode(test, size))
-    fitted = dataclasses.replace(fitted, mean=tuple(payload["data"]["mean"]), std=tuple(payload["data"]["std"]))
-    loader = make_loader(fitted, 256, train=False, augment=None, seed=0, device=target, drop_last=False)
     found = {}
     for column in (None, *range(model.num_columns)):
         model.column = column

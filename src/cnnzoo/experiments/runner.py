@@ -165,3 +165,24 @@ def check_common(data: str, scale: str, seeds: int, epochs: int | None) -> None:
         raise ValueError(f"seeds must be a whole number of at least 1, got {seeds!r}")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a whole number of at least 1 (or None for the scale's), got {epochs!r}")
+
+
+def for_test(path, data: str, *, device: str = "auto", data_root: str | None = None):
+    """(checkpoint, model in eval mode, test loader) for evaluating a run's checkpoint on `data`'s test split,
+    prepared as the run was trained (its input size, its training set's mean and std), in a fixed order."""
+    import dataclasses
+
+    from cnnzoo.data import fit, fit_mode, load_dataset, make_loader
+    from cnnzoo.train.checkpoint import model_from_checkpoint
+    from cnnzoo.train.trainer import resolve_device
+
+    target = resolve_device(device)
+    payload = load_checkpoint(path)
+    model = model_from_checkpoint(payload, device=target)
+    size = tuple(payload["data"]["input_size"])
+    test = load_dataset(data, "test", root=data_root)
+    fitted = fit(test, size, mode=fit_mode(test, size))
+    fitted = dataclasses.replace(fitted, mean=tuple(payload["data"]["mean"]), std=tuple(payload["data"]["std"]))
+    loader = make_loader(fitted, 256, train=False, augment=None, seed=0, device=target, drop_last=False)
+    loader.set_position(0, 0)
+    return payload, model, loader
