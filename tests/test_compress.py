@@ -91,3 +91,19 @@ def test_cli_compress_info_decompress_and_refusals(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "r.cnnz").exists()
+
+
+def test_pretrained_weights_are_what_is_compressed(tmp_path):
+    trained = seeded("lenet5_modern", seed=7)
+    torch.save(trained.state_dict(), tmp_path / "weights.pt")
+    mine = compress("lenet5_modern", tmp_path / "a.cnnz", pretrained=tmp_path / "weights.pt")
+    init = compress("lenet5_modern", tmp_path / "b.cnnz")
+    decompress(mine.path, tmp_path / "a.pt")
+    state = load_checkpoint(tmp_path / "a.pt")["model_state"]
+    kept = state["f6.1.weight"] != 0
+    assert torch.equal(kept, magnitude_masks(trained, density_spec(trained, PAPER_SETTINGS["lenet5_modern"].density))
+                       ["f6.1.weight"])
+    assert mine.path.read_bytes() != init.path.read_bytes()
+    from cnnzoo.compress import compressed_info
+
+    assert compressed_info(mine.path)["meta"]["weights"].endswith("weights.pt")

@@ -12,6 +12,7 @@ EPILOG_COMPRESS = """examples:
   cnnzoo compress alexnet --out alexnet.cnnz
   cnnzoo compress runs/lenet5/best.pt --out lenet5.cnnz --finetune --data digits --epochs 4 --run-dir runs/lenet5-dc
   cnnzoo compress resnet18 --out r18.cnnz --density 0.3 --bits conv=5,fc=5
+  cnnzoo compress squeezenet1_0 --weights IMAGENET1K_V1 --out squeezenet.cnnz --bits conv=6   (trained weights)
 
 Deep Compression (Han, Mao & Dally, ICLR 2016): magnitude pruning per layer, weight sharing by k-means over the
 surviving weights (linear initialisation), relative sparse indices and Huffman coding. Without --density the
@@ -62,6 +63,9 @@ def compress_arguments(p) -> None:
     p.add_argument("--index-bits", type=_kinds, metavar="KIND=B,...",
                    help="bits per relative index by layer kind (default conv=8,fc=5)")
     p.add_argument("--seed", type=int, default=0, help="seed of a registered model's initialisation (default 0)")
+    p.add_argument("--weights", metavar="W",
+                   help="compress a registered model's pretrained weights: a weights name (IMAGENET1K_V1), 'default', "
+                        "or a file, as create_model(pretrained=...) takes them (default: its seeded initialisation)")
     p.add_argument("--finetune", action="store_true",
                    help="retrain with the masks held, then fine-tune the centroids (needs --data and --run-dir)")
     p.add_argument("--data", help="dataset for --finetune (as `cnnzoo train --data`)")
@@ -89,8 +93,9 @@ def compress_run(args) -> int:
         finetune = _train_config(args)
     elif args.data or args.run_dir or args.epochs or args.resume:
         raise ValueError("--data, --run-dir, --epochs and --resume go with --finetune")
+    weights = True if args.weights == "default" else args.weights
     result = compress(args.name, args.out, density=args.density, bits=args.bits, index_bits=args.index_bits,
-                      finetune=finetune, seed=args.seed)
+                      finetune=finetune, seed=args.seed, pretrained=weights)
     if args.format == "json":
         print(json.dumps(result.as_dict(), indent=2))
     else:
@@ -134,7 +139,8 @@ def print_info(path, format: str) -> None:
     print(f"stored as is {len(info['tensors']) - len(layers)} tensors (biases, batch norm, uncompressed layers)")
     print(f"sections     header {info['header_bytes']} B, records {info['json_bytes']:,} B, "
           f"data {info['sections_bytes']:,} B")
-    print(f"fine-tuned   {'yes' if info['meta'].get('finetuned') else 'no'}; from {info['meta'].get('source')}")
+    print(f"weights      {info['meta'].get('weights', 'unknown')} of {info['meta'].get('source')}; fine-tuned: "
+          f"{'yes' if info['meta'].get('finetuned') else 'no'}")
 
 
 def _numel(shape) -> int:

@@ -129,8 +129,9 @@ def density_spec(model: nn.Module, density) -> float | dict[str, float]:
 
 
 def compress(source: str | os.PathLike, out: str | os.PathLike, *, density=None, bits: dict | None = None,
-             index_bits: dict | None = None, finetune=None, seed: int = 0) -> CompressResult:
-    """Compress a registered model (its initialisation, seeded) or a checkpoint's weights into `out`.
+             index_bits: dict | None = None, finetune=None, seed: int = 0, pretrained=None) -> CompressResult:
+    """Compress a registered model (its pretrained weights, else its seeded initialisation) or a checkpoint's
+    weights into `out`.
 
     Args:
         density: fraction of weights kept: one number, one per prunable layer in order, or {name or pattern:
@@ -140,6 +141,8 @@ def compress(source: str | os.PathLike, out: str | os.PathLike, *, density=None,
         finetune: a `cnnzoo.train.TrainConfig` to retrain with the masks held (Han et al. 2015) and then to
             fine-tune the centroids (Deep Compression Sec. 3.3); its `out` is the folder of both runs
             ("prune" and "centroids" inside), each resumable with `resume=True`.
+        pretrained: for a registered name, the weights to compress, as `create_model(pretrained=...)` takes them
+            (True, a weights name such as "IMAGENET1K_V1", or a file); None compresses the seeded initialisation.
     """
     from cnnzoo.compress.codec import (DEFAULT_INDEX_BITS, encode, read_compressed, stage_sizes,
                                        write_compressed)
@@ -150,7 +153,7 @@ def compress(source: str | os.PathLike, out: str | os.PathLike, *, density=None,
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist")
-    model, name, options = _load(source, seed)
+    model, name, options = _load(source, seed, pretrained)
     paper = PAPER_SETTINGS.get(name)
     if density is None:
         if paper is None:
@@ -177,7 +180,9 @@ def compress(source: str | os.PathLike, out: str | os.PathLike, *, density=None,
         model.load_state_dict(load_checkpoint(Path(config.out) / "centroids" / "last.pt")["model_state"])
     state = {k: v.detach() for k, v in model.state_dict().items()}
     meta = {"density": {k: float(m.float().mean()) for k, m in masks.items()}, "bits": bits,
-            "source": str(source), "finetuned": finetune is not None}
+            "source": str(source), "finetuned": finetune is not None,
+            "weights": "initialisation" if pretrained is None and not os.fspath(source).endswith((".pt", ".pth"))
+            else str(pretrained or "checkpoint")}
     data = encode(name, options, state, shared, index_bits=index_bits, meta=meta)
     write_compressed(out, data)
     data = read_compressed(out)
@@ -218,13 +223,15 @@ def compressed_info(path: str | os.PathLike) -> dict:
             "json_bytes": info.json_bytes, "sections_bytes": info.sections_bytes, "total_bytes": info.total_bytes}
 
 
-def _load(source, seed: int) -> tuple[nn.Module, str, dict]:
+def _load(source, seed: int, pretrained=None) -> tuple[nn.Module, str, dict]:
     """(model with its weights, name, create_model options) from a registered name or a checkpoint file."""
     from cnnzoo.registry import create_model, model_card
     from cnnzoo.train.checkpoint import is_checkpoint_path, load_checkpoint, load_model_state
 
     text = os.fspath(source)
     if is_checkpoint_path(text):
+        if pretrained is not None:
+            raise ValueError("pretrained= names weights for a registered model; a checkpoint brings its own")
         payload = load_checkpoint(text)
         name, options = payload["model"], dict(payload["model_options"])
         model = create_model(name, **options)
@@ -233,7 +240,7 @@ def _load(source, seed: int) -> tuple[nn.Module, str, dict]:
         name, options = model_card(text).name, {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = create_model(name)
+            model = create_model(name, pretrained=pretrained)
     model.eval()
     return model, name, options
 
