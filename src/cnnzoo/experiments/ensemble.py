@@ -65,16 +65,18 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
     spread = (first[1] ** 2 + last[1] ** 2) ** 0.5
     verdict = [f"One net: {first[0]:.2f}% test error; an ensemble of {members}: {last[0]:.2f}% "
                f"({gain:+.2f} points lower; spread over groups {spread:.2f}). Every single member: "
-               f"{pm(singles)}% over {len(singles)} nets."]
+               f"{pm(singles)}% over {len(singles)} nets. One test image is {100 / len(labels):.2f} points of "
+               f"error here."]
     if gain > spread:
         verdict.append("The paper's trend appears: averaging the softmax of more nets lowers the error, as AlexNet's "
                        "7-CNN ensemble lowered top-5 error from 18.2% to 15.4%.")
     elif gain > 0:
-        verdict.append("The trend is there on average but within the spread over groups: this run does not show it "
-                       "clearly.")
+        verdict.append(f"The ensemble of {members} is below one net on average, but within the spread over groups: "
+                       f"this run does not show the trend clearly.")
     else:
         verdict.append("The paper's trend does not appear in this run: the ensemble is not better than one net.")
-    results = {"by_n": {str(n): v for n, v in by_n.items()}, "members_alone": singles, "gain": gain, "spread": spread}
+    results = {"by_n": {str(n): v for n, v in by_n.items()}, "members_alone": singles, "gain": gain, "spread": spread,
+               "test_images": len(labels)}
 
     def draw(plt):
         fig, ax = plt.subplots(figsize=(6, 4))
