@@ -154,3 +154,20 @@ def test_thread_count_is_kept_on_resume(tmp_path):
 
     (tmp_path / "experiment.json").write_text(json.dumps({**tiny_plan(seeds=1).record(), "threads": 3}))
     assert _threads(tiny_plan(seeds=1), tmp_path, True, "cpu") == (3, "as the experiment began")
+
+
+@pytest.mark.parametrize("whole, verdict", [(90.0, "No conclusion"), (10.0, "The paper's effect appears")])
+def test_fractal_verdict_needs_nets_that_learnt(tmp_path, monkeypatch, whole, verdict):
+    from cnnzoo.experiments import fractal_columns
+
+    (tmp_path / "config.json").write_text(json.dumps({"classes": [str(i) for i in range(10)]}))
+    plan = fractal_columns.plan("digits", seeds=2, epochs=1)
+    outcomes = [RunOutcome(spec, tmp_path, "trained", []) for spec in plan.runs]
+    found = {"drop-path": {"all": whole, "1": whole + 2, "2": whole + 1, "3": whole + 0.5},
+             "no drop-path": {"all": whole, "1": whole + 40, "2": whole + 30, "3": whole + 20}}
+    arms = iter([o.spec.arm for o in outcomes])
+    monkeypatch.setattr(fractal_columns, "column_errors", lambda *a, **k: dict(found[next(arms)]))
+    summary = fractal_columns.summarize(plan, outcomes)
+    assert verdict in " ".join(summary.verdict)
+    assert summary.results["deepest_minus_whole"]["drop-path"][0] == pytest.approx(0.5)
+    assert summary.results["deepest_minus_whole"]["no drop-path"][0] == pytest.approx(20)

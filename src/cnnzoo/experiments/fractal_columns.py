@@ -11,6 +11,8 @@ net, on the test split, from the run's last.pt.
 
 from __future__ import annotations
 
+import json
+
 from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings, for_test
 from cnnzoo.experiments.summary import Summary, markdown_table, mean_std, pm
 
@@ -78,14 +80,25 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
                f"with drop-path on CIFAR-10+).",
                f"The worst column alone, minus the whole net: {worst_dp:+.2f} points with drop-path, {worst_no:+.2f} "
                f"without."]
-    if worst_dp < worst_no - max(with_dp[1], without[1]) and with_dp[0] < without[0]:
+    classes = len(json.loads((outcomes[0].folder / "config.json").read_text())["classes"])
+    chance = 100 * (1 - 1 / classes)
+    whole = {arm: mean_std([e["all"] for e in found[arm]])[0] for arm, _ in ARMS}
+    if all(w > 0.75 * chance for w in whole.values()):
+        best = min(columns, key=lambda k: mean_std([e[k] for e in found["drop-path"]])[0])
+        verdict.append(f"No conclusion: the whole nets have not learnt yet ({whole['drop-path']:.1f}% and "
+                       f"{whole['no drop-path']:.1f}% test error; guessing gives {chance:.0f}%), so a column "
+                       f"alone cannot be compared with them. The best column alone of the drop-path nets (column "
+                       f"{best}, {pm([e[best] for e in found['drop-path']])}%) has learnt more than any whole net: "
+                       f"drop-path trains single columns by themselves from the first step."
+                       + (f" The paper trains {PAPER_EPOCHS} epochs." if plan.scale == "small" else ""))
+    elif worst_dp < worst_no - max(with_dp[1], without[1]) and with_dp[0] < without[0]:
         verdict.append("The paper's effect appears: with drop-path the columns alone stay close to the whole net; "
                        "without it they fall further behind.")
     else:
         verdict.append("The paper's effect does not appear clearly in this run: the columns of the net trained "
                        "without drop-path are not clearly worse alone than those of the net trained with it"
                        + (f" (after only {plan.epochs} epochs)." if plan.scale == "small" else "."))
-    results = {"errors": found, "deepest_minus_whole": {"drop-path": with_dp, "no drop-path": without},
+    results = {"chance_error": chance, "errors": found, "deepest_minus_whole": {"drop-path": with_dp, "no drop-path": without},
                "worst_column_minus_whole": {"drop-path": worst_dp, "no drop-path": worst_no}}
 
     def draw(plt):
