@@ -52,7 +52,8 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
     plain, res = gaps["plain"], gaps["resnet"]
     name = {"plain": "plain", "resnet": "ResNet"}
     for family, g in gaps.items():
-        verdict.append(f"{name[family]}-56 minus {name[family]}-20, training error at the end: {g['train_err_gap']:+.2f} "
+        verdict.append(f"{name[family]}-56 minus {name[family]}-20, training error at the end: "
+                       f"{g['train_err_gap']:+.2f} "
                        f"points (seed spread of the gap {g['spread']:.2f}).")
     degraded = plain["train_err_gap"] > plain["spread"]
     fixed = res["train_err_gap"] < plain["train_err_gap"] - (plain["spread"] ** 2 + res["spread"] ** 2) ** 0.5

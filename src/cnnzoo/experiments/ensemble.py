@@ -88,7 +88,8 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
         ax.set_xticks(ns)
         ax.set_xlabel("nets in the ensemble (N)")
         ax.set_ylabel("test top-1 error (%)")
-        ax.set_title(f"{plan.options['model']} ensembles on {plan.data} ({plan.scale} scale, {plan.epochs} epochs)", fontsize=10)
+        ax.set_title(f"{plan.options['model']} ensembles on {plan.data} ({plan.scale} scale, {plan.epochs} epochs)",
+                     fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()

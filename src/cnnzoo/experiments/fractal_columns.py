@@ -98,7 +98,8 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
         verdict.append("The paper's effect does not appear clearly in this run: the columns of the net trained "
                        "without drop-path are not clearly worse alone than those of the net trained with it"
                        + (f" (after only {plan.epochs} epochs)." if plan.scale == "small" else "."))
-    results = {"chance_error": chance, "errors": found, "deepest_minus_whole": {"drop-path": with_dp, "no drop-path": without},
+    results = {"chance_error": chance, "errors": found,
+               "deepest_minus_whole": {"drop-path": with_dp, "no drop-path": without},
                "worst_column_minus_whole": {"drop-path": worst_dp, "no drop-path": worst_no}}
 
     def draw(plt):

@@ -2,9 +2,10 @@
 
 Huang, Sun, Liu, Sedra, Weinberger 2016, "Deep Networks with Stochastic Depth", arXiv:1603.09382: Fig. 3 (test
 error and training loss of the 110-layer ResNet on CIFAR-10, constant depth against stochastic depth with linear
-decay to p_L = 0.5) and Sec. 4 (training time: with p_L = 0.5 the expected depth is 3/4 of the net, so an epoch
-takes about 25% less time; 6.41% -> 5.25% test error on CIFAR-10+). Both arms are the same net and the same recipe;
-only `survival_prob` differs (1.0 = constant depth), and every run uses the same thread count so the times compare.
+decay to p_L = 0.5) and Sec. 4 (shorter training: with p_L = 0.5 the expected depth is 3/4 of the net's residual
+blocks, so an epoch can take up to about 25% less time; 6.41% -> 5.25% test error on CIFAR-10+). Both arms are the
+same net and the same recipe; only `survival_prob` differs (1.0 = constant depth), and every run uses the same
+thread count so the times compare.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
     saved = 1 - mean_std(sd["seconds_per_epoch"])[0] / mean_std(const["seconds_per_epoch"])[0]
     err_gap = mean_std(sd["test_err"])[0] - mean_std(const["test_err"])[0]
     err_spread = (mean_std(sd["test_err"])[1] ** 2 + mean_std(const["test_err"])[1] ** 2) ** 0.5
-    verdict = [f"Training time per epoch: stochastic depth saves {100 * saved:.0f}% (the paper: about 25% with "
-               f"p_L = 0.5).",
+    verdict = [f"Training time per epoch: stochastic depth saves {100 * saved:.0f}% (with the linear decay to p_L = "
+               f"0.5 a quarter of the residual blocks is skipped on average, so at most about 25%).",
                f"Test error at the end: stochastic depth {err_gap:+.2f} points against constant depth (spread over "
                f"seeds {err_spread:.2f}; the paper: 5.25% against 6.41% on CIFAR-10+ after {PAPER_EPOCHS} epochs)."]
     faster = saved > 0.1
@@ -57,9 +58,10 @@ def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
         verdict.append("Both of the paper's effects appear: shorter epochs and a lower test error with the full net "
                        "at test time.")
     elif faster:
-        verdict.append("The time saving appears; the lower test error does not (not beyond the spread over seeds)"
-                       + (" — expected at this scale: the paper's gain comes late in a 500-epoch schedule, as a "
-                          "regulariser." if plan.scale == "small" else "."))
+        verdict.append("The time saving appears; the lower test error does not"
+                       + (" (stochastic depth ends higher)" if err_gap > 0 else " (not beyond the spread over seeds)")
+                       + (f". The paper's gain is measured after {PAPER_EPOCHS} epochs, where dropping blocks acts as "
+                          f"a regulariser; {plan.epochs} epochs are far from that." if plan.scale == "small" else "."))
     else:
         verdict.append("The paper's time saving does not appear in this run.")
     results = {"final": final, "time_saved": saved, "test_err_gap": err_gap, "test_err_spread": err_spread,
