@@ -153,43 +153,44 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             description="Print the training recipe of a model's paper (optimizer, schedule, batch, regularisation, "
                         "augmentation, with sources), or list every family's.",
             epilog=EPILOG_RECIPES)
-    command("bench", _bench, _bench_arguments,
+    command("bench", _elsewhere("cli_bench", "run"), _elsewhere("cli_bench", "arguments"),
             help="measured speed and memory on this machine: eager, fast path, ONNX Runtime",
             description="Time models' forward passes (or training steps) on this machine: images/s, latency, "
                         "measured peak memory and achieved GFLOP/s against a matmul ceiling measured in the same "
                         "run, per batch size and execution path; optionally beside torchvision's own models and as "
                         "the Canziani et al. figures.")
-    command("export", _export, _export_arguments,
+    command("export", _elsewhere("cli_export", "run"), _elsewhere("cli_export", "arguments"),
             help="export a model to ONNX, checked in ONNX Runtime against eager",
             description="Export a registered model or a checkpoint to ONNX, check the file with onnx.checker, run "
                         "it in ONNX Runtime and compare its outputs with PyTorch's; exit status 1 when they differ "
                         "beyond tolerance.")
-    command("diagram", _diagram, _diagram_arguments,
+    command("diagram", _elsewhere("cli_diagram", "run"), _elsewhere("cli_diagram", "arguments"),
             help="a model's figure in its paper's visual language (SVG, PNG or PDF)",
             description="Draw a model as its paper draws it, from the profiler's trace of the real model: layers "
                         "as labelled blocks with output shapes, parallel branches side by side, residual shortcuts "
                         "as arcs, repeated units collapsed; colour by operation class.")
-    command("report", _report, _report_arguments,
+    command("report", _elsewhere("cli_report", "run"), _elsewhere("cli_report", "arguments"),
             help="the lecture as a browsable static site: chart, tables, claims, one page per model",
             description="Write a static site that opens from file:// with no network: the interactive complexity "
                         "chart, the comparison table, the lecture's claims, a page per model (card, diagram, "
                         "per-layer table, receptive field, memory, recipe) and a page per family.")
-    command("compress", _compress, _compress_arguments,
+    command("compress", _elsewhere("cli_compress", "compress_run"), _elsewhere("cli_compress", "compress_arguments"),
             help="Deep Compression: prune, share weights, Huffman-code into a small file",
             description="Compress a model as Deep Compression does (Han, Mao & Dally 2016): magnitude pruning per "
                         "layer, weight sharing by k-means, relative sparse indices and Huffman coding, into a "
                         "versioned, checksummed file; optionally retrain with the masks held and fine-tune the "
                         "centroids. Prints the size after each stage.")
-    command("decompress", _decompress, _decompress_arguments,
+    command("decompress", _elsewhere("cli_compress", "decompress_run"),
+            _elsewhere("cli_compress", "decompress_arguments"),
             help="a compressed file back to a dense checkpoint",
             description="Decode a file written by `cnnzoo compress` into a cnnzoo checkpoint of the dense model, "
                         "whose outputs equal the compressed model's exactly.")
-    command("experiment", _experiment, _experiment_arguments,
+    command("experiment", _elsewhere("cli_experiment", "run"), _elsewhere("cli_experiment", "arguments"),
             help="the lecture's experiments reproduced: degradation, stochastic depth, ensembles, fractal columns",
             description="Run one of the lecture's experiments as a set of ordinary, resumable training runs, and "
                         "summarise it: a figure in the paper's style, a table with mean and standard deviation "
                         "over seeds, results.json, and whether the paper's effect appears.")
-    command("predict", _predict, _predict_arguments,
+    command("predict", _elsewhere("cli_predict", "run"), _elsewhere("cli_predict", "arguments"),
             help="classify images with a model's pretrained weights or a checkpoint",
             description="Classify images (files or folders) with a registered model's pretrained weights or a "
                         "training checkpoint, using the weights' own preprocessing: top-k classes with "
@@ -197,102 +198,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _experiment_arguments(p) -> None:
-    from cnnzoo.cli_experiment import arguments
+def _elsewhere(module: str, name: str):
+    """A subcommand's function kept in a module of its own (cli_bench.py, ...), imported only when it is used:
+    `cnnzoo --help` and the other commands never pay for its imports."""
+    def call(arg):
+        import importlib
 
-    arguments(p)
-
-
-def _experiment(args) -> int:
-    from cnnzoo.cli_experiment import run
-
-    return run(args)
-
-
-def _predict_arguments(p) -> None:
-    from cnnzoo.cli_predict import arguments
-
-    arguments(p)
-
-
-def _predict(args) -> int:
-    from cnnzoo.cli_predict import run
-
-    return run(args)
-
-
-def _compress_arguments(p) -> None:
-    from cnnzoo.cli_compress import compress_arguments
-
-    compress_arguments(p)
-
-
-def _compress(args) -> int:
-    from cnnzoo.cli_compress import compress_run
-
-    return compress_run(args)
-
-
-def _decompress_arguments(p) -> None:
-    from cnnzoo.cli_compress import decompress_arguments
-
-    decompress_arguments(p)
-
-
-def _decompress(args) -> int:
-    from cnnzoo.cli_compress import decompress_run
-
-    return decompress_run(args)
-
-
-# diagram and report keep their flags and printing in their own modules
-def _diagram_arguments(p) -> None:
-    from cnnzoo.cli_diagram import arguments
-
-    arguments(p)
-
-
-def _diagram(args) -> int:
-    from cnnzoo.cli_diagram import run
-
-    return run(args)
-
-
-def _report_arguments(p) -> None:
-    from cnnzoo.cli_report import arguments
-
-    arguments(p)
-
-
-def _report(args) -> int:
-    from cnnzoo.cli_report import run
-
-    return run(args)
-
-
-# bench and export keep their flags and printing in their own modules (cli.py would pass 1,000 lines)
-def _bench_arguments(p) -> None:
-    from cnnzoo.cli_bench import arguments
-
-    arguments(p)
-
-
-def _bench(args) -> int:
-    from cnnzoo.cli_bench import run
-
-    return run(args)
-
-
-def _export_arguments(p) -> None:
-    from cnnzoo.cli_export import arguments
-
-    arguments(p)
-
-
-def _export(args) -> int:
-    from cnnzoo.cli_export import run
-
-    return run(args)
+        return getattr(importlib.import_module(f"cnnzoo.{module}"), name)(arg)
+    return call
 
 
 def _list_arguments(p) -> None:
