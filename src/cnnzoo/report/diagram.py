@@ -91,7 +91,6 @@ class Item:
     rows: list = field(default_factory=list)
     edges: list = field(default_factory=list)  # (source item index or -1 for the group's input, target index)
     rank: list = field(default_factory=list)
-    positions: list = field(default_factory=list)  # (x, y) of each item, relative to the group
     lanes: int = 0
     content_right: float = 0.0
 
@@ -360,7 +359,7 @@ class _Builder:
         sources: dict[int, set] = {k: set() for k in range(len(items))}
         for s, t in group.edges:
             sources[t].add(s)
-        kept, merged_into = [], {}
+        kept = []
         i = 0
         while i < len(items):
             j = i + 1
@@ -378,8 +377,6 @@ class _Builder:
                 shown.repeat = j - i
                 shown.framed = shown.kind == "group"
                 shown.nodes = [n for it in items[i:j] for n in it.nodes]
-            for k in range(i, j):
-                merged_into[k] = len(kept)
             kept.append(shown)
             i = j
         if len(kept) == len(items):
