@@ -9,7 +9,6 @@ thread count are printed, since a shared core changes the absolute times.
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,22 +23,14 @@ RUNS = [  # (label, model, bits override, paper's file in MB)
 ]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     import torch
 
     from cnnzoo.compress import compress, decompress
+    from cnnzoo.deploy.bench import environment
 
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    env = environment(threads=torch.get_num_threads())
+    print(f"{env['cpu']}, {env['threads']} threads, torch {env['torch']}")
     print(f"{'net':30} {'original MB':>11} {'file MB':>9} {'paper MB':>9} {'x smaller':>9} {'vs AlexNet':>10} "
           f"{'compress s':>10} {'decompress s':>12}")
     with tempfile.TemporaryDirectory(prefix="cnnzoo-compress-") as folder:
