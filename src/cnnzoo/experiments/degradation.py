@@ -9,7 +9,7 @@ too. The paper's CIFAR-10 setting is the `paper` recipe of the CIFAR ResNets (16
 
 from __future__ import annotations
 
-from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings
+from cnnzoo.experiments.runner import Plan, RunSpec, scaled
 from cnnzoo.experiments.summary import Summary, curve, markdown_table, mean_std, pm
 from cnnzoo.words import plural
 
@@ -23,15 +23,12 @@ SMALL_EPOCHS = 6
 
 
 def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = None) -> Plan:
-    check_common(data, scale, seeds, epochs)
-    settings, shrunk = data_settings(data, scale)
-    small = scale == "small"
-    epochs = epochs or (SMALL_EPOCHS if small else PAPER_EPOCHS)
-    if small:
+    settings, shrunk, epochs, recipe = scaled(data, scale, seeds, epochs, SMALL_EPOCHS, PAPER_EPOCHS)
+    if scale == "small":
         shrunk = [f"{epochs} epochs of the fast recipe (cosine lr from 0.05) instead of the paper's "
                   f"{PAPER_EPOCHS}", "depths 20 and 56 kept", *shrunk]
     runs = [RunSpec(arm, arm, seed, settings) for seed in range(seeds) for arm in ARMS]
-    return Plan(NAME, data, scale, seeds, epochs, "fast" if small else "paper", runs, shrunk)
+    return Plan(NAME, data, scale, seeds, epochs, recipe, runs, shrunk)
 
 
 def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings, for_test
+from cnnzoo.experiments.runner import Plan, RunSpec, scaled, for_test
 from cnnzoo.experiments.summary import Summary, markdown_table, mean_std, pm
 
 NAME = "ensemble"
@@ -25,16 +25,13 @@ MEMBERS = {"small": 5, "paper": 7}
 
 
 def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = None) -> Plan:
-    check_common(data, scale, seeds, epochs)
-    settings, shrunk = data_settings(data, scale)
-    small = scale == "small"
+    settings, shrunk, epochs, recipe = scaled(data, scale, seeds, epochs, SMALL_EPOCHS, PAPER_EPOCHS)
     members = MEMBERS[scale]
-    epochs = epochs or (SMALL_EPOCHS if small else PAPER_EPOCHS)
-    if small:
+    if scale == "small":
         shrunk = [f"{MODEL} for {epochs} epochs of the fast recipe (its paper: {PAPER_EPOCHS})",
                   f"{members} members per ensemble (AlexNet: 7)", *shrunk]
     runs = [RunSpec(MODEL, MODEL, group * members + k, settings) for group in range(seeds) for k in range(members)]
-    return Plan(NAME, data, scale, seeds, epochs, "fast" if small else "paper", runs, shrunk,
+    return Plan(NAME, data, scale, seeds, epochs, recipe, runs, shrunk,
                 options={"members": members, "model": MODEL})
 
 

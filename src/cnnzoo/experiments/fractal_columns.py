@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings, for_test
+from cnnzoo.experiments.runner import Plan, RunSpec, scaled, for_test
 from cnnzoo.experiments.summary import Summary, markdown_table, mean_std, pm
 
 NAME = "fractal-columns"
@@ -27,15 +27,12 @@ SMALL_EPOCHS = 2
 
 
 def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = None) -> Plan:
-    check_common(data, scale, seeds, epochs)
-    settings, shrunk = data_settings(data, scale)
-    small = scale == "small"
-    epochs = epochs or (SMALL_EPOCHS if small else PAPER_EPOCHS)
-    if small:
+    settings, shrunk, epochs, recipe = scaled(data, scale, seeds, epochs, SMALL_EPOCHS, PAPER_EPOCHS)
+    if scale == "small":
         shrunk = [f"{epochs} epochs of the fast recipe (cosine lr from 0.02) instead of the paper's "
                   f"{PAPER_EPOCHS}", "FractalNet-20 at full width (the registry has no narrower one)", *shrunk]
     runs = [RunSpec(arm, MODEL, seed, settings + extra) for seed in range(seeds) for arm, extra in ARMS]
-    return Plan(NAME, data, scale, seeds, epochs, "fast" if small else "paper", runs, shrunk, options={"model": MODEL})
+    return Plan(NAME, data, scale, seeds, epochs, recipe, runs, shrunk, options={"model": MODEL})
 
 
 def column_errors(path, data: str, *, device: str = "auto", data_root: str | None = None) -> dict:

@@ -156,6 +156,16 @@ def data_settings(data: str, scale: str) -> tuple[tuple[str, ...], list[str]]:
     return (), []
 
 
+def scaled(data: str, scale: str, seeds: int, epochs: int | None, small_epochs: int,
+           paper_epochs: int) -> tuple[tuple[str, ...], list[str], int, str]:
+    """Where every experiment's plan starts: the arguments checked, the data's recipe settings and the words that
+    say so (`data_settings`), the epochs (given, else the scale's), and the recipe ("fast" at the small scale)."""
+    check_common(data, scale, seeds, epochs)
+    settings, shrunk = data_settings(data, scale)
+    small = scale == "small"
+    return settings, shrunk, epochs or (small_epochs if small else paper_epochs), "fast" if small else "paper"
+
+
 def check_common(data: str, scale: str, seeds: int, epochs: int | None) -> None:
     if not isinstance(data, str) or not data:
         raise ValueError(f"data must be a dataset name such as 'digits' or 'cifar10', got {data!r}")

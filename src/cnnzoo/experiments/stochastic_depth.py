@@ -10,7 +10,7 @@ thread count so the times compare.
 
 from __future__ import annotations
 
-from cnnzoo.experiments.runner import Plan, RunSpec, check_common, data_settings
+from cnnzoo.experiments.runner import Plan, RunSpec, scaled
 from cnnzoo.experiments.summary import Summary, curve, markdown_table, mean_std, pm
 
 NAME = "stochastic-depth"
@@ -24,16 +24,13 @@ SMALL_EPOCHS = 10
 
 
 def plan(data: str, scale: str = "small", seeds: int = 3, epochs: int | None = None) -> Plan:
-    check_common(data, scale, seeds, epochs)
-    settings, shrunk = data_settings(data, scale)
-    small = scale == "small"
-    epochs = epochs or (SMALL_EPOCHS if small else PAPER_EPOCHS)
+    settings, shrunk, epochs, recipe = scaled(data, scale, seeds, epochs, SMALL_EPOCHS, PAPER_EPOCHS)
     model = MODEL[scale]
-    if small:
+    if scale == "small":
         shrunk = [f"ResNet-56 ({model}) instead of ResNet-110", f"{epochs} epochs of the fast recipe instead of "
                   f"the paper's {PAPER_EPOCHS}", *shrunk]
     runs = [RunSpec(arm, model, seed, settings + (f"survival_prob={p}",)) for seed in range(seeds) for arm, p in ARMS]
-    return Plan(NAME, data, scale, seeds, epochs, "fast" if small else "paper", runs, shrunk, options={"model": model})
+    return Plan(NAME, data, scale, seeds, epochs, recipe, runs, shrunk, options={"model": model})
 
 
 def summarize(plan: Plan, outcomes, evaluate=None) -> Summary:
