@@ -107,3 +107,17 @@ def test_pretrained_weights_are_what_is_compressed(tmp_path):
     from cnnzoo.compress import compressed_info
 
     assert compressed_info(mine.path)["meta"]["weights"].endswith("weights.pt")
+
+
+def test_alexnet_paper_densities_keep_the_papers_weight_count():
+    """Han et al. 2015 prune AlexNet from 61 million weights to 6.7 million (9x); the per-layer densities of
+    PAPER_SETTINGS, applied to the real layers' sizes, must give that count."""
+    from cnnzoo.analysis.counting import meta_model
+    from cnnzoo.compress.prune import prunable_weights
+
+    weights = prunable_weights(meta_model("alexnet"))
+    kept = sum(round(d * w.numel()) for d, (_, w) in zip(PAPER_SETTINGS["alexnet"].density, weights.values()))
+    total = sum(w.numel() for _, w in weights.values())
+    assert len(weights) == len(PAPER_SETTINGS["alexnet"].density) == 8
+    assert kept / 1e6 == pytest.approx(6.7, rel=0.02)
+    assert total / kept == pytest.approx(9, rel=0.05)
