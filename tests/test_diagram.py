@@ -34,7 +34,7 @@ def test_every_model_is_drawn_whole(name):
     assert len(top) == d.blocks == int(root.get("data-blocks"))
     # Every node of the pass is in exactly one box, except the no-ops the drawing leaves out.
     drawn = [n.index for b in boxes(d) for n in b.nodes]
-    assert len(drawn) == len(set(drawn)) or any(b.repeat > 1 for b in boxes(d))
+    assert len(drawn) == len(set(drawn))
     t = d.trace  # the eval pass, or the training pass where weights run only in training (GoogLeNet's aux heads)
     assert t.mode == d.mode and t.model == name
     expected = {n.index for n in t.graph_nodes() if n.kind != "input" and n.type not in ("Identity", "Flatten")}
