@@ -147,8 +147,7 @@ def test_filters_switch_dataset_metric_and_families(zoo, watched):
 
     assert set(shown) == {n for n in LECTURE_SELECTION if model_card(n).family != "vgg"}
     page.check("#chart input[name=dataset][value=cifar10]")
-    cifar = page.locator(visible).evaluate_all("els => els.map(e => e.dataset.dataset)")
-    assert cifar == [] or set(cifar) == {"cifar10"}
+    assert page.locator(visible).count() == 0  # the lecture's chart holds ImageNet models only
     page.uncheck("#chart input[name=lecture]")
     assert set(page.locator(visible).evaluate_all("els => els.map(e => e.dataset.dataset)")) == {"cifar10"}
     assert watched.problems == []
