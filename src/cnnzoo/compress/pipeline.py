@@ -144,8 +144,7 @@ def compress(source: str | os.PathLike, out: str | os.PathLike, *, density=None,
         pretrained: for a registered name, the weights to compress, as `create_model(pretrained=...)` takes them
             (True, a weights name such as "IMAGENET1K_V1", or a file); None compresses the seeded initialisation.
     """
-    from cnnzoo.compress.codec import (DEFAULT_INDEX_BITS, encode, read_compressed, stage_sizes,
-                                       write_compressed)
+    from cnnzoo.compress.codec import DEFAULT_INDEX_BITS, encode, stage_sizes, write_compressed
     from cnnzoo.compress.prune import apply_masks, magnitude_masks, prune_schedule
     from cnnzoo.compress.quantize import finetune_centroids, share_weights
 
@@ -153,7 +152,7 @@ def compress(source: str | os.PathLike, out: str | os.PathLike, *, density=None,
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {str(out)!r}: folder {str(out.parent)!r} does not exist")
-    model, name, options = _load(source, seed, pretrained)
+    model, name, options, weights = _load(source, seed, pretrained)
     paper = PAPER_SETTINGS.get(name)
     if density is None:
         if paper is None:
@@ -180,12 +179,9 @@ def compress(source: str | os.PathLike, out: str | os.PathLike, *, density=None,
         model.load_state_dict(load_checkpoint(Path(config.out) / "centroids" / "last.pt")["model_state"])
     state = {k: v.detach() for k, v in model.state_dict().items()}
     meta = {"density": {k: float(m.float().mean()) for k, m in masks.items()}, "bits": bits,
-            "source": str(source), "finetuned": finetune is not None,
-            "weights": "initialisation" if pretrained is None and not os.fspath(source).endswith((".pt", ".pth"))
-            else str(pretrained or "checkpoint")}
+            "source": str(source), "finetuned": finetune is not None, "weights": weights}
     data = encode(name, options, state, shared, index_bits=index_bits, meta=meta)
-    write_compressed(out, data)
-    data = read_compressed(out)
+    write_compressed(out, data)  # checks the bytes before writing them
     sizes = stage_sizes(state, shared, index_bits, data=data)
     return CompressResult(path=out, model=name, model_options=options, densities=meta["density"], bits=bits,
                           index_bits=index_bits, sizes=sizes, file_bytes=len(data),
@@ -223,8 +219,9 @@ def compressed_info(path: str | os.PathLike) -> dict:
             "json_bytes": info.json_bytes, "sections_bytes": info.sections_bytes, "total_bytes": info.total_bytes}
 
 
-def _load(source, seed: int, pretrained=None) -> tuple[nn.Module, str, dict]:
-    """(model with its weights, name, create_model options) from a registered name or a checkpoint file."""
+def _load(source, seed: int, pretrained=None) -> tuple[nn.Module, str, dict, str]:
+    """(model with its weights, name, create_model options, which weights in words) from a registered name or a
+    checkpoint file."""
     from cnnzoo.registry import create_model, model_card
     from cnnzoo.train.checkpoint import is_checkpoint_path, load_checkpoint, load_model_state
 
@@ -236,13 +233,15 @@ def _load(source, seed: int, pretrained=None) -> tuple[nn.Module, str, dict]:
         name, options = payload["model"], dict(payload["model_options"])
         model = create_model(name, **options)
         load_model_state(model, payload["model_state"], text)
+        weights = "checkpoint"
     else:
         name, options = model_card(text).name, {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = create_model(name, pretrained=pretrained)
+        weights = "initialisation" if pretrained is None else str(pretrained)
     model.eval()
-    return model, name, options
+    return model, name, options, weights
 
 
 def _finetune_config(config, name: str, options: dict):
