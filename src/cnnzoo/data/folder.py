@@ -187,12 +187,22 @@ def decode_file(path: str, load_size: int, channels: int) -> torch.Tensor:
 
     Raises BadImageError (one line: the file and the reason) for a file that cannot be read or decoded.
     """
-    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.v2.functional import center_crop, resize
+
+    image = read_image(path, channels, draft=2 * load_size)
+    image = resize(image, [load_size], antialias=True)
+    return center_crop(image, [load_size, load_size])
+
+
+def read_image(path: str, channels: int, draft: int | None = None) -> torch.Tensor:
+    """One image file as uint8 (channels, H, W), every Pillow mode made 8-bit grey or RGB as `decode_file` says;
+    `draft`: let a JPEG decode at a reduced DCT scale that keeps at least this side. Raises BadImageError."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            image.draft("L" if channels == 1 else "RGB", (2 * load_size, 2 * load_size))
+            if draft:
+                image.draft("L" if channels == 1 else "RGB", (draft, draft))
             image.load()
             image = _to_mode(image, "L" if channels == 1 else "RGB")
     except UnidentifiedImageError:
@@ -203,9 +213,7 @@ def decode_file(path: str, load_size: int, channels: int) -> torch.Tensor:
         raise BadImageError(path, f"{type(e).__name__}: {e}") from None
     # (H, W, C) as Pillow lays it out, viewed as (C, H, W): channels-last memory, torchvision's fast uint8 resize
     array = torch.from_numpy(_array(image))
-    image = array.unsqueeze(0) if array.dim() == 2 else array.permute(2, 0, 1)
-    image = resize(image, [load_size], antialias=True)
-    return center_crop(image, [load_size, load_size])
+    return array.unsqueeze(0) if array.dim() == 2 else array.permute(2, 0, 1)
 
 
 def _array(image):
