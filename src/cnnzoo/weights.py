@@ -465,6 +465,8 @@ def state_and_weights(name: str, pretrained) -> tuple[dict, Weights]:
 def load_pretrained(model: nn.Module, state: dict, weights: Weights, *, num_classes: int, in_chans: int) -> dict:
     """Load `state` into `model` strictly, after the two adaptations asked for (classifier, first convolution);
     a model built on the meta device takes the tensors themselves. Returns the state as loaded."""
+    from cnnzoo.train.checkpoint import check_state_fits
+
     own = model.state_dict()
     state = {k: v for k, v in state.items()
              if not (k.startswith(weights.optional) and weights.optional and k not in own)}
@@ -485,26 +487,12 @@ def load_pretrained(model: nn.Module, state: dict, weights: Weights, *, num_clas
                     weights.model, first, weights.name, given, in_chans, how)
     state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() and own[k].is_floating_point() else v
              for k, v in state.items()}
-    _check_fits(own, state, weights.model, weights.file or weights.url or weights.name)
+    check_state_fits(own, state, weights.model, weights.file or weights.url or weights.name, dtypes=False)
     # A model built on the meta device takes the loaded tensors as its own (requires_grad kept); a built one copies
     # them in (taking them measured slower forwards here, within this machine's noise).
     model.load_state_dict(state, strict=True, assign=_has_meta_tensors(model))
     model.pretrained_weights = weights
     return state
-
-
-def _check_fits(own: dict, state: dict, name: str, source) -> None:
-    """One message naming the missing, unexpected and wrong-shaped keys (as cnnzoo's checkpoints word it)."""
-    from cnnzoo.train.checkpoint import CheckpointError
-
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    parts = [f"{label}: " + ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-             for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes)) if keys]
-    if parts:
-        raise CheckpointError(f"{source} does not fit {name}: " + "; ".join(parts))
 
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:

@@ -240,22 +240,28 @@ def _few(names: list[str]) -> str:
 
 def load_model_state(model: nn.Module, state: dict, name: str, source: str | os.PathLike = "the checkpoint") -> None:
     """Load a state_dict strictly; a mismatch names the keys that differ and the shapes that disagree."""
-    own = model.state_dict()
+    check_state_fits(model.state_dict(), state, name, source)
+    model.load_state_dict(state, strict=True)
+
+
+def check_state_fits(own: dict, state: dict, name: str, source: str | os.PathLike = "the checkpoint", *,
+                     dtypes: bool = True) -> None:
+    """Raise one CheckpointError naming the missing, unexpected, wrong-shaped (and, with `dtypes`, wrong-dtype)
+    keys of `state` against a model's own state_dict `own`."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    dtypes = [f"{k} {str(state[k].dtype).removeprefix('torch.')} vs {str(own[k].dtype).removeprefix('torch.')}"
-              for k in own if k in state and state[k].dtype != own[k].dtype]
-    if missing or unexpected or shapes or dtypes:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes),
-                            ("dtype differs", dtypes)):
-            if keys:
-                shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-                parts.append(f"{label}: {shown}")
+    types = [f"{k} {str(state[k].dtype).removeprefix('torch.')} vs {str(own[k].dtype).removeprefix('torch.')}"
+             for k in own if dtypes and k in state and state[k].dtype != own[k].dtype]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes),
+                        ("dtype differs", types)):
+        if keys:
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            parts.append(f"{label}: {shown}")
+    if parts:
         raise CheckpointError(f"{source} does not fit {name}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
 
 
 def model_from_checkpoint(checkpoint: dict | str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
