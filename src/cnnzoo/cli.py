@@ -887,7 +887,7 @@ def _recipes(args) -> None:
                     (key == "label_smoothing" and not value):
                 continue
             if key == "schedule":
-                value = _schedule_text(recipe.schedule)
+                value = recipe.schedule.in_words()
             elif key == "warmup_iters" and not value:
                 continue
             shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -907,30 +907,9 @@ def _recipes(args) -> None:
         table.add_column(column)
     for family, dataset, r in rows:
         table.add_row(family, dataset, r.optimizer + (" (Nesterov)" if r.nesterov else ""), f"{r.lr:g}",
-                      str(r.batch_size), str(r.epochs), _schedule_text(r.schedule), f"{r.weight_decay:g}",
+                      str(r.batch_size), str(r.epochs), r.schedule.in_words(), f"{r.weight_decay:g}",
                       ", ".join(r.augmentation) or "-", r.source)
     _console().print(table)
-
-
-def _schedule_text(s) -> str:
-    """A recipe's learning-rate schedule in words (milestones are fractions of the run)."""
-    if s.kind == "multistep":
-        at = ", ".join(f"{100 * m:.3g}%" for m in s.milestones)
-        factors = "/".join(f"{f:g}" for f in s.factors) if s.factors else f"{s.gamma:g} each"
-        return f"x{factors} at {at} of training"
-    if s.kind == "step":
-        return f"x{s.gamma:g} every {s.every:g} epoch{'' if s.every == 1 else 's'}"
-    if s.kind == "exponential":
-        return f"x{s.gamma:g} per {s.every:g} epoch{'' if s.every == 1 else 's'}, smoothly"
-    if s.kind == "poly":
-        return f"poly to 0, power {s.power:g}"
-    if s.kind == "cosine":
-        return "cosine to 0"
-    if s.kind == "plateau":
-        watched = s.monitor.replace("_top1_err", " error").replace("val", "validation").replace("train", "training")
-        cap = f", at most {s.max_reductions} times" if s.max_reductions is not None else ""
-        return f"x{s.gamma:g} when the {watched} plateaus (patience {s.patience}){cap}"
-    return "constant"
 
 
 if __name__ == "__main__":

@@ -658,7 +658,7 @@ def _recipe_section(name: str) -> str:
                                                                    and not value):
             continue
         if key == "schedule":
-            value = _schedule(recipe.schedule)
+            value = recipe.schedule.in_words()
         elif isinstance(value, list):
             value = ", ".join(map(str, value))
         mark = ' <span class="muted">(not stated in the paper)</span>' if key in assumed or any(
@@ -669,25 +669,6 @@ def _recipe_section(name: str) -> str:
             f"<p>The paper's ({_e(recipe.family)} on {_e(recipe.dataset)}, {_e(recipe.source)}); "
             f"<code>cnnzoo train {_e(name)} --data D</code> uses it.</p>"
             f'<dl class="card">{"".join(items)}</dl>' + (f"<ul>{notes}</ul>" if notes else "") + "</section>")
-
-
-_SCHEDULE_FIELDS = {  # the fields each kind of schedule reads (recipes.Schedule's docstring)
-    "constant": (), "multistep": ("milestones", "gamma", "factors"), "step": ("gamma", "every"),
-    "exponential": ("gamma", "every"), "poly": ("power",), "cosine": (),
-    "plateau": ("gamma", "monitor", "patience", "threshold", "max_reductions"),
-}
-
-
-def _schedule(schedule) -> str:
-    """"multistep: milestones 0.5, 0.75 (fractions of the run); gamma 0.1": the fields its kind reads."""
-    parts = []
-    for key in _SCHEDULE_FIELDS.get(schedule.kind, ()):
-        value = getattr(schedule, key)
-        if value is None or value == ():
-            continue
-        shown = ", ".join(map(_g, value)) if isinstance(value, tuple) else _g(value)
-        parts.append(f"{key} {shown}" + (" (fractions of the run)" if key == "milestones" else ""))
-    return schedule.kind + (": " + "; ".join(parts) if parts else "")
 
 
 def _g(value) -> str:

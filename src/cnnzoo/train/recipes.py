@@ -186,6 +186,27 @@ class Schedule:
                 bad = 0
         return cuts
 
+    def in_words(self) -> str:
+        """The schedule as `cnnzoo recipes` and the report print it (milestones are fractions of the run)."""
+        if self.kind == "multistep":
+            at = ", ".join(f"{100 * m:.3g}%" for m in self.milestones)
+            factors = "/".join(f"{f:g}" for f in self.factors) if self.factors else f"{self.gamma:g} each"
+            return f"x{factors} at {at} of training"
+        if self.kind == "step":
+            return f"x{self.gamma:g} every {self.every:g} epoch{'' if self.every == 1 else 's'}"
+        if self.kind == "exponential":
+            return f"x{self.gamma:g} per {self.every:g} epoch{'' if self.every == 1 else 's'}, smoothly"
+        if self.kind == "poly":
+            return f"poly to 0, power {self.power:g}"
+        if self.kind == "cosine":
+            return "cosine to 0"
+        if self.kind == "plateau":
+            watched = (self.monitor.replace("_top1_err", " error").replace("val", "validation")
+                       .replace("train", "training"))
+            cap = f", at most {self.max_reductions} times" if self.max_reductions is not None else ""
+            return f"x{self.gamma:g} when the {watched} plateaus (patience {self.patience}){cap}"
+        return "constant"
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
