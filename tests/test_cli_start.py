@@ -13,7 +13,8 @@ from torch import nn
 from cnnzoo import cli, count_params, create_model, list_models
 from cnnzoo.analysis import counting
 from cnnzoo.analysis.counting import registered_params
-from cnnzoo.registry import _MODELS, ModelCard, Paper, UnknownModelError, model_card, register_model, suggest
+from cnnzoo.registry import (_MODELS, ModelCard, Paper, UnknownModelError, model_card, register_model,
+                             registered_by_cnnzoo, suggest)
 from cnnzoo.train.ensemble import tta_unseen
 from cnnzoo.train.trainer import TrainConfig, train
 from cnnzoo.words import plural
@@ -65,19 +66,67 @@ def _meta_count(name):
         return count_params(create_model(name))
 
 
+@pytest.fixture
+def no_table(monkeypatch, tmp_path):
+    """As if the shipped table were stale: the cache and the builds answer."""
+    monkeypatch.setattr(counting, "TABLE_FILE", tmp_path / "no-table.json")
+
+
+def test_the_shipped_table_is_current_and_complete():
+    shipped = counting._read_counts(counting.TABLE_FILE, counting._model_source_key())
+    assert shipped, (f"{counting.TABLE_FILE} is stale (a model's source changed since it was written): run "
+                     "`.venv/bin/python tools/write_params_table.py`")
+    assert set(shipped) == {n for n in ALL if registered_by_cnnzoo(n)}
+
+
+def test_the_table_key_covers_the_files_that_build_models():
+    package = counting.TABLE_FILE.parent.parent.resolve()
+    files = {p.relative_to(package).as_posix() for p in counting._model_files()}
+    assert {"layers.py", "registry.py", "models/resnet.py", "models/fractalnet.py"} <= files
+    assert "cli.py" not in files  # an edit outside the models leaves the table valid
+
+
 def test_list_counts_equal_count_params_of_every_model(tmp_path, monkeypatch):
-    """The registry-wide check: computed (empty cache), then read back from the cache file, then as `cnnzoo list`
-    prints them, every count equals count_params(create_model(name))."""
+    """The registry-wide check: every count from the shipped table, and as `cnnzoo list` prints them on a fresh
+    install (empty cache), equals count_params(create_model(name)); nothing is built or cached for them."""
+    monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path))
+    expected = {name: _meta_count(name) for name in ALL}
+    monkeypatch.setattr(counting, "_meta_count", lambda name: pytest.fail(f"{name} built despite the table"))
+    assert registered_params(ALL) == expected
+    result = subprocess.run([sys.executable, "-m", "cnnzoo", "list", "--format", "json"], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "CNNZOO_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert {r["name"]: r["params"] for r in json.loads(result.stdout)} == expected
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_the_table_counts_are_built_then_cached(tmp_path, monkeypatch, no_table):
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path))
     expected = {name: _meta_count(name) for name in ALL}
     assert registered_params(ALL) == expected
     assert (tmp_path / counting.CACHE_FILE).is_file() and os.listdir(tmp_path) == [counting.CACHE_FILE]
     monkeypatch.setattr(counting, "_meta_count", lambda name: pytest.fail(f"{name} rebuilt despite the cache"))
     assert registered_params(ALL) == expected
-    result = subprocess.run([sys.executable, "-m", "cnnzoo", "list", "--format", "json"], capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "CNNZOO_CACHE": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
-    assert {r["name"]: r["params"] for r in json.loads(result.stdout)} == expected
+
+
+def test_a_stale_table_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path))
+    right = registered_params(["lenet5", "resnet20"])
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"key": counting._model_source_key(), "params": {"lenet5": 1, "resnet20": 2}}))
+    monkeypatch.setattr(counting, "TABLE_FILE", table)
+    assert registered_params(["lenet5", "resnet20"]) == {"lenet5": 1, "resnet20": 2}  # the table is read...
+    monkeypatch.setattr(counting, "_model_source_key", lambda: "a model file was edited")
+    assert registered_params(["lenet5", "resnet20"]) == right  # ...only while its key matches
+
+
+def test_write_table_writes_what_registered_params_reads(tmp_path, monkeypatch):
+    table = tmp_path / "table.json"
+    monkeypatch.setattr("cnnzoo.registry.list_models", lambda: ["lenet5", "resnet20"])
+    counts = counting.write_table(table)
+    assert counts == {"lenet5": 60000, "resnet20": count_params(create_model("resnet20"))}
+    assert json.loads(table.read_text()) == {"key": counting._model_source_key(), "params": counts}
+    assert os.listdir(tmp_path) == ["table.json"]  # no temporary file left
 
 
 @pytest.mark.parametrize("name", ["lenet5", "googlenet", "resnet20", "densenet40_k12", "squeezenet1_1"])
@@ -93,7 +142,7 @@ def _cached(tmp_path) -> dict:
     return json.loads((tmp_path / counting.CACHE_FILE).read_text())
 
 
-def test_a_cache_for_other_source_or_torch_is_not_used(tmp_path, monkeypatch):
+def test_a_cache_for_other_source_or_torch_is_not_used(tmp_path, monkeypatch, no_table):
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path))
     right = registered_params(SAMPLE)
     stale = {"key": "another source or torch version", "params": {n: 1 for n in SAMPLE}}
@@ -115,7 +164,7 @@ def test_the_key_covers_every_source_file_and_torch(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"key": 1}', None])
-def test_a_damaged_cache_is_recomputed(tmp_path, monkeypatch, content):
+def test_a_damaged_cache_is_recomputed(tmp_path, monkeypatch, content, no_table):
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path))
     right = registered_params(SAMPLE, cache=False)
     if content is None:  # the right key, but a count that is not a count
@@ -125,14 +174,14 @@ def test_a_damaged_cache_is_recomputed(tmp_path, monkeypatch, content):
     assert _cached(tmp_path)["params"] == right
 
 
-def test_a_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+def test_a_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch, no_table):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("CNNZOO_CACHE", str(blocker / "cache"))  # a folder below a file: mkdir fails
     assert registered_params(["lenet5"]) == {"lenet5": 60000}
 
 
-def test_a_model_registered_from_outside_is_always_computed(tmp_path, monkeypatch):
+def test_a_model_registered_from_outside_is_always_computed(tmp_path, monkeypatch, no_table):
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path))
     monkeypatch.setattr("cnnzoo.registry._MODELS", dict(_MODELS))  # the registration is undone after the test
     paper = Paper(authors="A. Author", title="T", venue="V", year=2000, url="http://example.org")

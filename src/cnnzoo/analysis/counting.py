@@ -1,11 +1,21 @@
 """Counting that needs no forward pass.
 
 `count_params(model)` counts a built model. `registered_params(names)` gives `count_params(create_model(name))`
-for registered models at their defaults (what `cnnzoo list` shows) without building them all each time: a count is
-computed once by building the model on the meta device with its initialisers skipped, and kept in a cache file
-($CNNZOO_CACHE, else ~/.cache/cnnzoo) that is valid only for the exact source of the cnnzoo package and the torch
-version it was computed with. Any change to either, or a file that cannot be read or does not parse, and the
-counts are computed again; the file is replaced atomically, and a cache that cannot be written is left alone.
+for registered models at their defaults (what `cnnzoo list` shows) without building them all each time. The counts
+come from the first of:
+
+1. the table shipped in the package (`params_table.json` beside this file), valid only while the files that build
+   the models (`cnnzoo/models/`, `layers.py`, `registry.py`) are byte for byte those it was computed from: a fresh
+   install lists the zoo without building it. `tools/write_params_table.py` rewrites the table; the suite
+   fails while it is stale and recomputes every count from a built model to check it;
+2. a cache file ($CNNZOO_CACHE, else ~/.cache/cnnzoo) valid only for the exact source of the whole package and the
+   torch version it was computed with: any change to either, or a file that cannot be read or does not parse, and
+   the counts are computed again; the file is replaced atomically, and a cache that cannot be written is skipped;
+3. the model built on the meta device with its initialisers skipped.
+
+The table's key leaves torch's version out: the parameters of the layers the zoo uses (convolutions, linear
+layers, normalisations) are fixed by their constructor arguments, and the suite's recount runs on whichever torch is
+installed.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ __all__ = ["NORM_LAYERS", "count_params", "meta_model", "registered_params", "sk
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 CACHE_FILE = "params.json"
+TABLE_FILE = Path(__file__).with_name("params_table.json")
 
 
 def count_params(model: nn.Module, *, trainable_only: bool = False, exclude_norm: bool = False) -> int:
@@ -50,23 +61,29 @@ def count_params(model: nn.Module, *, trainable_only: bool = False, exclude_norm
 def registered_params(names: list[str], *, cache: bool = True) -> dict[str, int]:
     """`count_params(create_model(name))` for each registered name, at the model's defaults.
 
-    Counts of the models cnnzoo itself registers come from the cache when it was written for this very source and
-    torch version; the others are computed on the meta device (a model registered from outside the package is
-    always computed: the cache's key cannot see its source). `cache=False` computes every count.
+    Counts of the models cnnzoo itself registers come from the shipped table or the cache (the module's docstring
+    says when each is valid); the others are computed on the meta device (a model registered from outside the
+    package is always computed: no key can see its source). `cache=False` computes every count.
     """
     from cnnzoo.registry import model_card, registered_by_cnnzoo
 
     names = [model_card(n).name for n in names]  # unknown names fail here, before anything is computed
     cacheable = {n for n in names if registered_by_cnnzoo(n)} if cache else set()
-    key = _source_key() if cacheable else None
-    stored = _read_cache(key) if key else {}
-    counts = {n: stored[n] for n in names if n in cacheable and n in stored}
+    counts = {}
+    if cacheable:
+        shipped = _read_counts(TABLE_FILE, _model_source_key())
+        counts = {n: shipped[n] for n in cacheable if n in shipped}
+    key = stored = None
+    if cacheable - counts.keys():  # the table is stale or lacks a model: the cache, else a build
+        key = _source_key()
+        stored = _read_counts(cache_dir() / CACHE_FILE, key)
+        counts.update({n: stored[n] for n in cacheable if n in stored and n not in counts})
     missing = [n for n in names if n not in counts]
     for name in missing:
         counts[name] = _meta_count(name)
     new = {n: counts[n] for n in missing if n in cacheable}
     if new:
-        _write_cache(key, {**stored, **new})
+        _write_counts(cache_dir() / CACHE_FILE, key, {**stored, **new}, quiet=True)
     return {n: counts[n] for n in names}
 
 
@@ -140,10 +157,38 @@ def _source_key() -> str:
     return digest.hexdigest()
 
 
-def _read_cache(key: str) -> dict[str, int]:
-    """The cached counts if the file was written for `key` and holds only well-formed counts; else nothing."""
+def _model_files() -> list[Path]:
+    """The files whose source decides what `create_model` builds: the model modules, the layers, the registry."""
+    package = Path(__file__).resolve().parent.parent
+    return sorted([*(package / "models").rglob("*.py"), package / "layers.py", package / "registry.py"])
+
+
+def _model_source_key() -> str:
+    """A digest of the files that build the models (path and bytes): the shipped table's key."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(b"cnnzoo model sources\n")
+    for path in _model_files():
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(package).as_posix()} {len(data)}\n".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def write_table(path: Path = TABLE_FILE) -> dict[str, int]:
+    """Count every model cnnzoo registers, built on the meta device, and write the table `registered_params` reads
+    first (atomically). Returns the counts."""
+    from cnnzoo.registry import list_models, registered_by_cnnzoo
+
+    key = _model_source_key()
+    counts = {n: _meta_count(n) for n in list_models() if registered_by_cnnzoo(n)}
+    _write_counts(path, key, counts, quiet=False)
+    return counts
+
+
+def _read_counts(path: Path, key: str) -> dict[str, int]:
+    """The counts in a table or cache file written for `key`, if it holds only well-formed counts; else nothing."""
     try:
-        data = json.loads((cache_dir() / CACHE_FILE).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("params"), dict):
@@ -154,21 +199,23 @@ def _read_cache(key: str) -> dict[str, int]:
     return params
 
 
-def _write_cache(key: str, params: dict[str, int]) -> None:
-    """Replace the cache file atomically (a temp file renamed over it); a cache that cannot be written is skipped."""
-    folder = cache_dir()
-    text = json.dumps({"key": key, "params": params}, indent=0, sort_keys=True)
+def _write_counts(path: Path, key: str, params: dict[str, int], *, quiet: bool) -> None:
+    """Replace the file atomically (a temp file renamed over it); with `quiet`, a file that cannot be written is
+    skipped (a cache), else the error is raised (the shipped table)."""
+    text = json.dumps({"key": key, "params": params}, indent=0, sort_keys=True) + "\n"
     tmp = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{CACHE_FILE}.", suffix=".tmp",
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
                                          delete=False) as f:
             tmp = f.name
             f.write(text)
-        os.replace(tmp, folder / CACHE_FILE)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
         tmp = None
     except OSError:
-        pass
+        if not quiet:
+            raise
     finally:
         if tmp is not None:
             try:
