@@ -135,3 +135,24 @@ def test_usage_errors_are_one_line(tmp_path, squeezenet, capsys):
     assert code == 2 and "no image files" in err
     code, _, err = _predict(capsys, "squeezenet1_1", _image(tmp_path / "a.png"), "--weights", "IMAGENET1K_V9")
     assert code == 2 and "IMAGENET1K_V1" in err
+
+
+def test_threads_are_the_free_cores_unless_pinned_and_the_callers_count_comes_back(tmp_path, squeezenet, capsys,
+                                                                                   monkeypatch):
+    """A busy core makes torch's default of one thread per core many times slower, so predict runs on the free
+    cores (or --threads), and gives the caller's count back."""
+    import cnnzoo.train.threads as threads
+
+    seen = []
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    real_set = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real_set(n)))
+    before = torch.get_num_threads()
+    image = _image(tmp_path / "a.png")
+    assert _predict(capsys, "squeezenet1_1", image)[0] == 0
+    assert seen == [1, before] and torch.get_num_threads() == before
+    seen.clear()
+    assert _predict(capsys, "squeezenet1_1", image, "--threads", "2")[0] == 0
+    assert seen == [2, before]
+    code, _, err = _predict(capsys, "squeezenet1_1", image, "--threads", "0")
+    assert code == 2 and "--threads" in err

@@ -40,10 +40,26 @@ def arguments(p) -> None:
                    help="test-time augmentation: average the centre crop with its mirror image, or ten crops "
                         "(corners and centre, and their mirror images)")
     p.add_argument("--batch", type=_count(1), default=16, metavar="N", help="images per forward pass (default 16)")
+    p.add_argument("--threads", type=_count(1), metavar="N",
+                   help="CPU threads (default: the cores no other program is running on now; torch's default of "
+                        "every core runs many times slower while another program keeps one busy)")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
 
 def run(args) -> int:
+    import torch
+
+    from cnnzoo.train.threads import free_cores
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(args.threads or free_cores())
+    try:
+        return _classify(args)
+    finally:
+        torch.set_num_threads(before)  # the caller's count again (the CLI called from Python, as the tests do)
+
+
+def _classify(args) -> int:
     import torch
 
     from cnnzoo.data.folder import BadImageError, read_image

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["ThreadChoice", "cpu_candidates", "measure_threads"]
+__all__ = ["ThreadChoice", "cpu_candidates", "free_cores", "measure_threads"]
 
 
 class ThreadChoice:
@@ -54,10 +54,15 @@ def _others_running() -> int:
     return max(0, running - 1)
 
 
+def free_cores() -> int:
+    """The cores this process may use that no other runnable task holds now (at least 1): the thread count for a
+    short job that cannot afford to measure, such as one prediction."""
+    return max(1, available_cores() - _others_running())
+
+
 def cpu_candidates() -> list[int]:
     cores = available_cores()
-    free = max(1, cores - _others_running())
-    return sorted({max(1, min(torch.get_num_threads(), cores)), free, 1}, reverse=True)
+    return sorted({max(1, min(torch.get_num_threads(), cores)), free_cores(), 1}, reverse=True)
 
 
 def measure_threads(step: Callable[[], None], candidates: list[int], budget: float = 2.0) -> ThreadChoice:
