@@ -4,6 +4,11 @@ the Impact of Residual Connections on Learning", AAAI 2017, arXiv:1602.07261.
 `inception_v4`: the network of Fig. 9, from the stem of Fig. 3, the Inception-A/B/C blocks of Figs. 4-6 and the
 reduction blocks of Figs. 7 and 8, with Reduction-A's filter banks (k, l, m, n) from Table 1.
 
+`inception_v4_tf`: the Inception-v4 the authors released with TF-slim (tensorflow/models,
+research/slim/nets/inception_v4.py; ported by timm as `inception_v4`). It has the figures' widths, block counts and
+grids, but three of its factorised pairs run in the other order (the stem's Mixed-4a, Inception-B's and
+Inception-C's longest branches; option `release_order`), so the released weights compute it and not Fig. 9's net.
+
 `inception_resnet_v2`: the network of Fig. 15 as the paper builds Inception-ResNet-v2: the same stem (Fig. 3), the
 residual blocks of Figs. 16, 17 and 19, Reduction-A (Fig. 7, Table 1) and Reduction-B (Fig. 18). Each residual
 block scales its branch before adding it to its input (Sec. 3.3, Fig. 20), and batch normalisation sits only on
@@ -17,7 +22,7 @@ timm and Keras ports.
 
 Every convolution box of the figures is convolution (no bias), batch normalisation (eps 0.001) and ReLU, as in the
 TF-slim release. Unmarked convolutions keep the grid size; those marked "V" in the figures are unpadded. The single
-crop errors are Table 2's. The paper states no parameter counts.
+crop errors are Table 2's; the two releases' are TF-slim's README's. The paper states no parameter counts.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ class Layout(NamedTuple):
     reduction_a: tuple[int, int, int, int]  # (k, l, m, n) of Fig. 7, from Table 1
 
 
-# Figs. 9 and 15 (repeats) and Table 1 (k, l, m, n). The released Inception-ResNet-v2's row is read from its code.
+# Figs. 9 and 15 (repeats) and Table 1 (k, l, m, n). The released Inception-ResNet-v2's row is read from its code;
+# the released Inception-v4 has the paper's row.
 LAYOUTS = {
     "inception_v4": Layout(blocks=(4, 7, 3), reduction_a=(192, 224, 256, 384)),
     "inception_resnet_v2": Layout(blocks=(5, 10, 5), reduction_a=(256, 256, 384, 384)),
@@ -69,6 +75,12 @@ class ConvBN(nn.Sequential):
         self.out_channels = out_channels
 
 
+def _ordered(first: tuple[int, int], second: tuple[int, int],
+             release_order: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A factorised pair's two kernels in the figures' order, or swapped as the TF-slim release runs them."""
+    return (second, first) if release_order else (first, second)
+
+
 def _avg_pool() -> nn.AvgPool2d:
     # The figures' "Avg Pooling" inside the blocks: 3x3, stride 1, grid kept. The release pools with TensorFlow's
     # SAME padding, which leaves the padding out of the average at the borders.
@@ -92,9 +104,14 @@ class Concat(nn.Module):
 
 
 class Stem(nn.Sequential):
-    """Fig. 3, the stem of Inception-v4 and Inception-ResNet-v2: 299x299x3 to 35x35x384."""
+    """Fig. 3, the stem of Inception-v4 and Inception-ResNet-v2: 299x299x3 to 35x35x384.
 
-    def __init__(self, in_chans: int):
+    Args:
+        release_order: Mixed-4a's 7x7 factorised as 1x7 then 7x1, as the TF-slim release has it.
+    """
+
+    def __init__(self, in_chans: int, *, release_order: bool = False):
+        k7x1, k1x7 = _ordered((7, 1), (1, 7), release_order)
         super().__init__(
             ConvBN(in_chans, 32, 3, stride=2, valid=True),  # 149x149x32
             ConvBN(32, 32, 3, valid=True),  # 147x147x32
@@ -102,8 +119,8 @@ class Stem(nn.Sequential):
             Concat(_max_pool(), ConvBN(64, 96, 3, stride=2, valid=True), out_channels=64 + 96),  # 73x73x160
             Concat(
                 nn.Sequential(ConvBN(160, 64, 1), ConvBN(64, 96, 3, valid=True)),
-                # Fig. 3 factorises 7x7 as 7x1 then 1x7; the release has them the other way round (same weights count)
-                nn.Sequential(ConvBN(160, 64, 1), ConvBN(64, 64, (7, 1)), ConvBN(64, 64, (1, 7)),
+                # Fig. 3 factorises 7x7 as 7x1 then 1x7; the release the other way round (same weights count)
+                nn.Sequential(ConvBN(160, 64, 1), ConvBN(64, 64, k7x1), ConvBN(64, 64, k1x7),
                               ConvBN(64, 96, 3, valid=True)),
                 out_channels=96 + 96,
             ),  # 71x71x192
@@ -149,30 +166,41 @@ class InceptionA(Concat):
 
 
 class InceptionB(Concat):
-    """Fig. 5, the 17x17 block of Inception-v4 (1024 maps in and out)."""
+    """Fig. 5, the 17x17 block of Inception-v4 (1024 maps in and out).
 
-    def __init__(self, in_channels: int):
+    Args:
+        release_order: the longest branch starts its pairs with 7x1, as the TF-slim release has it.
+    """
+
+    def __init__(self, in_channels: int, *, release_order: bool = False):
+        k1x7, k7x1 = _ordered((1, 7), (7, 1), release_order)
         super().__init__(
             ConvBN(in_channels, 384, 1),
             nn.Sequential(ConvBN(in_channels, 192, 1), ConvBN(192, 224, (1, 7)), ConvBN(224, 256, (7, 1))),
             # Fig. 5 starts this branch's factorised pairs with 1x7; the release starts with 7x1 (same weights count)
-            nn.Sequential(ConvBN(in_channels, 192, 1), ConvBN(192, 192, (1, 7)), ConvBN(192, 224, (7, 1)),
-                          ConvBN(224, 224, (1, 7)), ConvBN(224, 256, (7, 1))),
+            nn.Sequential(ConvBN(in_channels, 192, 1), ConvBN(192, 192, k1x7), ConvBN(192, 224, k7x1),
+                          ConvBN(224, 224, k1x7), ConvBN(224, 256, k7x1)),
             nn.Sequential(_avg_pool(), ConvBN(in_channels, 128, 1)),
             out_channels=384 + 256 + 256 + 128,
         )
 
 
 class InceptionC(Concat):
-    """Fig. 6, the 8x8 block of Inception-v4 (1536 maps in and out); two branches end in a 1x3 / 3x1 split."""
+    """Fig. 6, the 8x8 block of Inception-v4 (1536 maps in and out); two branches end in a 1x3 / 3x1 split.
 
-    def __init__(self, in_channels: int):
+    Args:
+        release_order: the longest branch runs 3x1 (448) then 1x3 (512), as the TF-slim release has it.
+    """
+
+    def __init__(self, in_channels: int, *, release_order: bool = False):
+        k1x3, k3x1 = _ordered((1, 3), (3, 1), release_order)
         super().__init__(
             ConvBN(in_channels, 256, 1),
             nn.Sequential(ConvBN(in_channels, 384, 1),
                           Concat(ConvBN(384, 256, (1, 3)), ConvBN(384, 256, (3, 1)), out_channels=512)),
-            # Fig. 6 has 1x3 (448) then 3x1 (512); the release has 3x1 then 1x3 (same weights count)
-            nn.Sequential(ConvBN(in_channels, 384, 1), ConvBN(384, 448, (1, 3)), ConvBN(448, 512, (3, 1)),
+            # Fig. 6 has 1x3 (448) then 3x1 (512); the release has 3x1 then 1x3 (same weights count). The split
+            # after it is 1x3 then 3x1 in both.
+            nn.Sequential(ConvBN(in_channels, 384, 1), ConvBN(384, 448, k1x3), ConvBN(448, 512, k3x1),
                           Concat(ConvBN(512, 256, (1, 3)), ConvBN(512, 256, (3, 1)), out_channels=512)),
             nn.Sequential(_avg_pool(), ConvBN(in_channels, 256, 1)),
             out_channels=256 + 512 + 512 + 256,
@@ -293,21 +321,24 @@ class InceptionV4(nn.Module):
     """Fig. 9: stem, 4 x Inception-A, Reduction-A, 7 x Inception-B, Reduction-B, 3 x Inception-C, pool, classifier.
 
     Args:
+        release_order: run the three factorised pairs that the TF-slim release orders differently from Figs. 3, 5
+            and 6 in the release's order (`inception_v4_tf`), so that its weights compute the same function.
         dropout: probability of dropping a pooled feature before the classifier (Fig. 9 keeps 0.8, so 0.2).
     """
 
-    def __init__(self, layout: Layout, *, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.2):
+    def __init__(self, layout: Layout, *, release_order: bool = False, num_classes: int = 1000, in_chans: int = 3,
+                 dropout: float = 0.2):
         super().__init__()
         _check_dropout(dropout)
         (a, b, c), (k, l, m, n) = layout  # noqa: E741
-        self.stem = Stem(in_chans)
+        self.stem = Stem(in_chans, release_order=release_order)
         self.inception_a = nn.Sequential(*[InceptionA(self.stem.out_channels) for _ in range(a)])
         self.reduction_a = ReductionA(self.stem.out_channels, k, l, m, n)
         width = self.reduction_a.out_channels
-        self.inception_b = nn.Sequential(*[InceptionB(width) for _ in range(b)])
+        self.inception_b = nn.Sequential(*[InceptionB(width, release_order=release_order) for _ in range(b)])
         self.reduction_b = ReductionB(width)
         width = self.reduction_b.out_channels
-        self.inception_c = nn.Sequential(*[InceptionC(width) for _ in range(c)])
+        self.inception_c = nn.Sequential(*[InceptionC(width, release_order=release_order) for _ in range(c)])
         self.head = _head(width, num_classes, dropout)
 
     def forward(self, x):
@@ -371,7 +402,8 @@ class InceptionResNetV2(nn.Module):
 # Third-party counts for comparison, not the paper's: timm 1.0 reports 42,679,816 parameters for its port of the
 # released Inception-v4 and 55,843,464 for the released Inception-ResNet-v2 (both with 1000 classes, batch norm
 # with scale and shift, no auxiliary head). tests/test_inception_v4.py checks our counts against both these
-# figures and a count written out from the figures' widths.
+# figures and a count written out from the figures' widths. A kh x kw convolution has as many weights as a kw x kh
+# one, so `inception_v4` and `inception_v4_tf` have the same count.
 
 _COMMON = (
     "batch normalisation (eps 0.001) after every convolution, which has no bias, as in the authors' TF-slim "
@@ -396,7 +428,27 @@ register_model("inception_v4", ModelCard(
     family="inception_v4", paper=SZEGEDY_2016, dataset="imagenet", input_size=(3, 299, 299),
     top1_err=20.0, top5_err=5.0, err_source="Table 2, single crop, single model, non-blacklisted ILSVRC-2012 val",
     deviations=_COMMON,
-))(partial(InceptionV4, LAYOUTS["inception_v4"]))
+))(partial(InceptionV4, LAYOUTS["inception_v4"], release_order=False))
+
+register_model("inception_v4_tf", ModelCard(
+    family="inception_v4", paper=SZEGEDY_2016, dataset="imagenet", input_size=(3, 299, 299),
+    top1_err=19.8, top5_err=4.8,
+    err_source="tensorflow/models research/slim README (checkpoint inception_v4_2016_09_09: 80.2 / 95.2 % "
+               "accuracy), single crop, ILSVRC-2012 val; not a figure of the paper",
+    deviations=(
+        "this is the network of the authors' TF-slim release (tensorflow/models, research/slim/nets/inception_v4.py, "
+        "as timm ports it in timm/models/inception_v4.py), not of the paper's figures: Fig. 9's widths, block counts "
+        "and grids, but three factorised pairs run in the other order, so that the released weights compute it",
+        "the stem's Mixed-4a factorises its 7x7 as 1x7 then 7x1 (64 maps each); Fig. 3 has 7x1 then 1x7",
+        "Inception-B's longest branch runs 1x1 (192), 7x1 (192), 1x7 (224), 7x1 (224), 1x7 (256); Fig. 5 has "
+        "1x7, 7x1, 1x7, 7x1 after the 1x1",
+        "Inception-C's longest branch runs 1x1 (384), 3x1 (448), 1x3 (512) before its 1x3 / 3x1 split; Fig. 6 has "
+        "1x3 (448) then 3x1 (512)",
+        "1000 classes, as timm's port; the released checkpoint has 1001 (a background class first)",
+        "no auxiliary classifier; the release has one on the 17x17 grid (after its last Inception-B, Mixed_6h)",
+        *_COMMON,
+    ),
+))(partial(InceptionV4, LAYOUTS["inception_v4"], release_order=True))
 
 register_model("inception_resnet_v2", ModelCard(
     family="inception_v4", paper=SZEGEDY_2016, dataset="imagenet", input_size=(3, 299, 299),
