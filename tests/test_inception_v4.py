@@ -1,9 +1,9 @@
 """Inception-v4 and Inception-ResNet-v2 as Szegedy et al. 2016 (arXiv:1602.07261) draw them, and the released
-Inception-ResNet-v2.
+Inception-v4 and Inception-ResNet-v2.
 
 Shapes are checked on the meta device (no memory, no arithmetic); the only real forwards are of single blocks on
 small grids. Expected widths and parameter counts are written out from the paper's figures and Table 1 (and, for
-`inception_resnet_v2_tf`, from the TF-slim release's code), not read off the models.
+`inception_v4_tf` and `inception_resnet_v2_tf`, from the TF-slim release's code), not read off the models.
 """
 
 import pytest
@@ -15,7 +15,7 @@ from cnnzoo.models.inception_v4 import (
     ConvBN, InceptionResNetA, InceptionResNetB, InceptionResNetC, ReleasedStem, ResidualInception, Stem,
 )
 
-NAMES = ["inception_v4", "inception_resnet_v2", "inception_resnet_v2_tf"]
+NAMES = ["inception_v4", "inception_v4_tf", "inception_resnet_v2", "inception_resnet_v2_tf"]
 
 
 def meta_model(name, **options):
@@ -56,6 +56,7 @@ def test_released_stem_gives_35x35x320():
 # 320, then 320 + 384 + 384 = 1088, then 1088 + 992 = 2080.
 STAGES = {
     "inception_v4": [(384, 35), (384, 35), (1024, 17), (1024, 17), (1536, 8), (1536, 8)],
+    "inception_v4_tf": [(384, 35), (384, 35), (1024, 17), (1024, 17), (1536, 8), (1536, 8)],
     "inception_resnet_v2": [(384, 35), (384, 35), (1152, 17), (1152, 17), (2144, 8), (2144, 8)],
     "inception_resnet_v2_tf": [(320, 35), (320, 35), (1088, 17), (1088, 17), (2080, 8), (2080, 8)],
 }
@@ -76,6 +77,7 @@ def test_stage_outputs(name):
 # Table 1: Reduction-A's filter banks (k, l, m, n)
 REDUCTION_A = {
     "inception_v4": (192, 224, 256, 384),
+    "inception_v4_tf": (192, 224, 256, 384),  # the release's Mixed_6a
     "inception_resnet_v2": (256, 256, 384, 384),
     "inception_resnet_v2_tf": (256, 256, 384, 384),  # the release's Mixed_6a
 }
@@ -92,14 +94,15 @@ def test_reduction_a_filter_banks(name):
     assert isinstance(pool, nn.MaxPool2d)
 
 
-BLOCKS = {"inception_v4": (4, 7, 3), "inception_resnet_v2": (5, 10, 5), "inception_resnet_v2_tf": (10, 20, 10)}
+BLOCKS = {"inception_v4": (4, 7, 3), "inception_v4_tf": (4, 7, 3), "inception_resnet_v2": (5, 10, 5),
+          "inception_resnet_v2_tf": (10, 20, 10)}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_block_counts(name):
     model = meta_model(name)
     assert (len(model.inception_a), len(model.inception_b), len(model.inception_c)) == BLOCKS[name]
-    residual = name != "inception_v4"
+    residual = name.startswith("inception_resnet")
     for stage in (model.inception_a, model.inception_b, model.inception_c):
         assert all(isinstance(block, ResidualInception) == residual for block in stage)
 
@@ -119,6 +122,37 @@ def test_factorised_kernels_follow_the_figures():
     assert [c.conv.kernel_size for c in stack] == [(1, 1), (1, 3), (3, 1)]
     assert [c.conv.out_channels for c in stack] == [384, 448, 512]
     assert [c.conv.kernel_size for c in split.branches] == [(1, 3), (3, 1)]
+
+
+def kernels(model):
+    """(kernel, maps) of every convolution box, by state_dict name."""
+    return {name: (m.conv.kernel_size, m.conv.out_channels) for name, m in model.named_modules()
+            if isinstance(m, ConvBN)}
+
+
+def test_factorised_kernels_follow_the_release_in_inception_v4_tf():
+    model = meta_model("inception_v4_tf")
+    # TF-slim's Mixed_4a, Branch_1: 1x1 (64), [1, 7] (64), [7, 1] (64), 3x3 (96 VALID)
+    branch = model.stem[4].branches[1]
+    assert [c.conv.kernel_size for c in branch] == [(1, 1), (1, 7), (7, 1), (3, 3)]
+    assert [c.conv.out_channels for c in branch] == [64, 64, 64, 96]
+    for block in model.inception_b:  # block_inception_b, Branch_2: 1x1 (192), [7, 1] (192), [1, 7] (224), ...
+        assert [(c.conv.kernel_size, c.conv.out_channels) for c in block.branches[2]] == [
+            ((1, 1), 192), ((7, 1), 192), ((1, 7), 224), ((7, 1), 224), ((1, 7), 256)]
+        # Branch_1 is the same in the figure and the release: [1, 7] (224), then [7, 1] (256)
+        assert [c.conv.kernel_size for c in block.branches[1]] == [(1, 1), (1, 7), (7, 1)]
+    for block in model.inception_c:  # block_inception_c, Branch_2: 1x1 (384), [3, 1] (448), [1, 3] (512), split
+        *stack, split = block.branches[2]
+        assert [(c.conv.kernel_size, c.conv.out_channels) for c in stack] == [((1, 1), 384), ((3, 1), 448),
+                                                                               ((1, 3), 512)]
+        assert [c.conv.kernel_size for c in split.branches] == [(1, 3), (3, 1)]  # Conv2d_0d_1x3, Conv2d_0e_3x1
+    # Everything else is inception_v4's: the same boxes and names, and exactly these 2 + 7 x 4 + 3 x 2 kernels
+    # transposed (the same weights count)
+    paper, release = kernels(meta_model("inception_v4")), kernels(model)
+    assert list(paper) == list(release)
+    swapped = {name for name in paper if paper[name] != release[name]}
+    assert all(release[n] == (paper[n][0][::-1], paper[n][1]) for n in swapped) and len(swapped) == 2 + 28 + 6
+    assert list(meta_model("inception_v4").state_dict()) == list(model.state_dict())
 
 
 def test_every_box_is_conv_bn_relu_without_bias():
@@ -286,6 +320,8 @@ RELEASED_STEM = (  # the release's Conv2d_1a .. Conv2d_4a and Mixed_5b
 EXPECTED_PARAMS = {
     "inception_v4": STEM + 4 * INCEPTION_A + reduction_a(384, 192, 224, 256, 384) + 7 * INCEPTION_B
     + REDUCTION_B + 3 * INCEPTION_C + fc(1536),
+    "inception_v4_tf": STEM + 4 * INCEPTION_A + reduction_a(384, 192, 224, 256, 384) + 7 * INCEPTION_B
+    + REDUCTION_B + 3 * INCEPTION_C + fc(1536),  # the release's order of kh x kw and kw x kh: the same terms
     "inception_resnet_v2": STEM + 5 * resnet_a(384) + reduction_a(384, 256, 256, 384, 384) + 10 * resnet_b(1152)
     + residual_reduction_b(1152) + 5 * resnet_c(2144) + fc(2144),
     "inception_resnet_v2_tf": RELEASED_STEM + 10 * resnet_a(320) + reduction_a(320, 256, 256, 384, 384)
@@ -299,9 +335,9 @@ def test_params_match_a_count_from_the_figures(name):
 
 
 # timm 1.0.31's counts for its ports of the two released TF-slim networks (reference/papers.md, section 7), from a
-# third party whose code we did not use. Inception-v4's release has the paper's architecture, so the count from the
-# figures must agree with it.
-TIMM_PARAMS = {"inception_v4": 42_679_816, "inception_resnet_v2_tf": 55_843_464}
+# third party whose code we did not use. Inception-v4's release has the paper's widths (only three factorised pairs
+# run in the other order), so the count from the figures must agree with it too.
+TIMM_PARAMS = {"inception_v4": 42_679_816, "inception_v4_tf": 42_679_816, "inception_resnet_v2_tf": 55_843_464}
 
 
 @pytest.mark.parametrize("name", sorted(TIMM_PARAMS))
