@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnzoo import create_model, list_models, model_card
+from cnnzoo import count_params, create_model, list_models, model_card
 from cnnzoo.train.checkpoint import CheckpointError, save_checkpoint
 from cnnzoo.weights import WeightsUnavailableError, hub_file, list_weights, resolve_weights
 from helpers import small_side, with_running_statistics
@@ -460,12 +460,170 @@ def test_timm_inception_resnet_v2_converts_with_equal_outputs(tmp_path):
         timm_to_state_dict(state, "inception_resnet_v2_tf")
 
 
-def test_timm_inception_v4_release_order_is_explained():
+class _Parts(nn.Module):
+    """A timm block whose children (not named branch*) each read the block's input, concatenated in order."""
+
+    def __init__(self, **parts):
+        super().__init__()
+        for name, part in parts.items():
+            self.add_module(name, part)
+
+    def forward(self, x):
+        return torch.cat([m(x) for m in self.children()], 1)
+
+
+class _TimmInceptionC(nn.Module):
+    """timm's InceptionC: flat attributes branch0 .. branch3; each 1x3 / 3x1 split reads one shared map."""
+
+    def __init__(self):
+        super().__init__()
+        self.branch0 = _Basic(1536, 256, 1)
+        self.branch1_0 = _Basic(1536, 384, 1)
+        self.branch1_1a = _Basic(384, 256, (1, 3), 1, (0, 1))
+        self.branch1_1b = _Basic(384, 256, (3, 1), 1, (1, 0))
+        self.branch2_0 = _Basic(1536, 384, 1)
+        self.branch2_1 = _Basic(384, 448, (3, 1), 1, (1, 0))
+        self.branch2_2 = _Basic(448, 512, (1, 3), 1, (0, 1))
+        self.branch2_3a = _Basic(512, 256, (1, 3), 1, (0, 1))
+        self.branch2_3b = _Basic(512, 256, (3, 1), 1, (1, 0))
+        self.branch3 = nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), _Basic(1536, 256, 1))
+
+    def forward(self, x):
+        x1 = self.branch1_0(x)
+        x2 = self.branch2_2(self.branch2_1(self.branch2_0(x)))
+        return torch.cat([self.branch0(x), self.branch1_1a(x1), self.branch1_1b(x1), self.branch2_3a(x2),
+                          self.branch2_3b(x2), self.branch3(x)], 1)
+
+
+def _timm_inception_v4() -> nn.Module:
+    """timm's inception_v4 module tree (names, widths, kernels, paddings as its source has them): features.0-21,
+    global pool, last_linear."""
+    seq, pool = nn.Sequential, lambda: nn.MaxPool2d(3, stride=2)  # noqa: E731
+
+    def avg():
+        return nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+
+    def block_a():
+        return _Mixed(branch0=_Basic(384, 96, 1), branch1=seq(_Basic(384, 64, 1), _Basic(64, 96, 3, 1, 1)),
+                      branch2=seq(_Basic(384, 64, 1), _Basic(64, 96, 3, 1, 1), _Basic(96, 96, 3, 1, 1)),
+                      branch3=seq(avg(), _Basic(384, 96, 1)))
+
+    def block_b():
+        return _Mixed(branch0=_Basic(1024, 384, 1),
+                      branch1=seq(_Basic(1024, 192, 1), _Basic(192, 224, (1, 7), 1, (0, 3)),
+                                  _Basic(224, 256, (7, 1), 1, (3, 0))),
+                      branch2=seq(_Basic(1024, 192, 1), _Basic(192, 192, (7, 1), 1, (3, 0)),
+                                  _Basic(192, 224, (1, 7), 1, (0, 3)), _Basic(224, 224, (7, 1), 1, (3, 0)),
+                                  _Basic(224, 256, (1, 7), 1, (0, 3))),
+                      branch3=seq(avg(), _Basic(1024, 128, 1)))
+
+    features = seq(
+        _Basic(3, 32, 3, 2), _Basic(32, 32, 3), _Basic(32, 64, 3, 1, 1),
+        _Parts(maxpool=pool(), conv=_Basic(64, 96, 3, 2)),  # Mixed3a
+        _Mixed(branch0=seq(_Basic(160, 64, 1), _Basic(64, 96, 3)),  # Mixed4a
+               branch1=seq(_Basic(160, 64, 1), _Basic(64, 64, (1, 7), 1, (0, 3)), _Basic(64, 64, (7, 1), 1, (3, 0)),
+                           _Basic(64, 96, 3))),
+        _Parts(conv=_Basic(192, 192, 3, 2), maxpool=pool()),  # Mixed5a
+        *[block_a() for _ in range(4)],
+        _Mixed(branch0=_Basic(384, 384, 3, 2),  # ReductionA
+               branch1=seq(_Basic(384, 192, 1), _Basic(192, 224, 3, 1, 1), _Basic(224, 256, 3, 2)), branch2=pool()),
+        *[block_b() for _ in range(7)],
+        _Mixed(branch0=seq(_Basic(1024, 192, 1), _Basic(192, 192, 3, 2)),  # ReductionB
+               branch1=seq(_Basic(1024, 256, 1), _Basic(256, 256, (1, 7), 1, (0, 3)),
+                           _Basic(256, 320, (7, 1), 1, (3, 0)), _Basic(320, 320, 3, 2)),
+               branch2=pool()),
+        *[_TimmInceptionC() for _ in range(3)])
+    return seq(OrderedDict(features=features, global_pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1),
+                           last_linear=nn.Linear(1536, 1000)))
+
+
+# 139 pixels: the smallest input whose 8x8 grid (at 299) is still 3x3, so every 1x3 and 3x1 kernel reaches a
+# neighbour and a transposed or misordered one changes the outputs (at 96 the last grid is 1x1).
+V4_SIDE = 139
+
+
+@pytest.fixture(scope="module")
+def timm_v4(tmp_path_factory):
+    """timm's Inception-v4 with random weights and trained-like batch norms, its state_dict saved as a file, and
+    a batch."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, V4_SIDE, V4_SIDE)
+    reference = with_running_statistics(_timm_inception_v4(), x)
+    path = tmp_path_factory.mktemp("timm") / "inception_v4.tf_in1k.pth"
+    torch.save(reference.state_dict(), path)
+    with torch.no_grad():
+        expected = reference(x)
+    return reference, path, x, expected
+
+
+def test_timm_inception_v4_converts_into_inception_v4_tf_with_equal_outputs(timm_v4, monkeypatch):
+    import sys
+    import types
+
+    reference, path, x, expected = timm_v4
+    assert not any(isinstance(m, _Mixed) and m.scale is not None for m in reference.modules())
+    assert count_params(reference) == 42_679_816  # timm's count for its inception_v4
+    model = create_model("inception_v4_tf", pretrained=path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    weights = model.pretrained_weights
+    assert (weights.name, weights.source, weights.num_classes) == ("timm (inception_v4.tf_in1k.pth)", "file", 1000)
+    pre = weights.preprocess
+    assert (pre.resize, pre.crop, pre.interpolation, pre.mean, pre.std) == (342, 299, "bicubic", (0.5,) * 3,
+                                                                            (0.5,) * 3)
+    # pretrained="timm": timm's own model is built and converted (a stand-in for timm here, which is not installed)
+    asked = []
+    fake = types.SimpleNamespace(create_model=lambda name, pretrained: asked.append((name, pretrained)) or reference)
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    model = create_model("inception_v4_tf", pretrained="timm").eval()
+    assert asked == [("inception_v4.tf_in1k", True)] and model.pretrained_weights.source == "timm"
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_timm_inception_v4_conversion_names_what_does_not_fit(timm_v4, tmp_path):
     from cnnzoo.weights import timm_to_state_dict
 
+    reference, *_ = timm_v4
+    state = reference.state_dict()
+    converted = timm_to_state_dict(state, "inception_v4_tf")
+    assert torch.equal(converted["stem.4.branches.1.1.conv.weight"], state["features.4.branch1.1.conv.weight"])
+    assert torch.equal(converted["inception_c.2.branches.2.1.bn.running_var"],
+                       state["features.21.branch2_1.bn.running_var"])
+    # TF-slim's 1001 classes, background first: the background row goes
+    wide = {**state, "last_linear.weight": torch.cat([torch.zeros(1, 1536), state["last_linear.weight"]]),
+            "last_linear.bias": torch.cat([torch.zeros(1), state["last_linear.bias"]])}
+    assert torch.equal(timm_to_state_dict(wide, "inception_v4_tf")["head.3.bias"], state["last_linear.bias"])
+    # the strict load names a missing tensor by cnnzoo's name, an extra one and a wrong shape by timm's
+    path = tmp_path / "missing.pth"
+    torch.save({k: v for k, v in state.items() if k != "features.12.branch2.3.conv.weight"}, path)
+    with pytest.raises(ValueError, match=r"does not fit inception_v4_tf.*missing: inception_b\.1\.branches\.2\.3"
+                                         r"\.conv\.weight"):
+        create_model("inception_v4_tf", pretrained=path)
+    with pytest.raises(ValueError, match="no place in it: features.9.extra"):
+        timm_to_state_dict({**state, "features.9.extra": torch.zeros(1)}, "inception_v4_tf")
+    turned = {**state, "features.19.branch2_1.conv.weight": state["features.19.branch2_1.conv.weight"].transpose(2, 3)}
+    with pytest.raises(ValueError, match=r"wrong shapes: features.19.branch2_1.conv.weight \(448, 384, 1, 3\) vs "
+                                         r"inception_c.0.branches.2.1.conv.weight \(448, 384, 3, 1\)"):
+        timm_to_state_dict(turned, "inception_v4_tf")
+
+
+def test_timm_inception_v4_release_order_is_explained(timm_v4):
+    from cnnzoo.weights import timm_to_state_dict
+
+    reference, path, *_ = timm_v4
     released = {"features.4.branch1.1.conv.weight": torch.zeros(64, 64, 1, 7)}  # TF-slim's Mixed_4a: 1x7 first
-    with pytest.raises(ValueError, match=r"features.4.branch1.1.conv.weight \(64, 64, 1, 7\).*paper's figures"):
+    with pytest.raises(ValueError, match=r"features.4.branch1.1.conv.weight \(64, 64, 1, 7\).*paper's figures.*"
+                                         r"load into inception_v4_tf"):
         timm_to_state_dict(released, "inception_v4")
+    # the whole file, from a file and from timm: refused with the reason, naming the model that takes them
+    with pytest.raises(ValueError, match=r"and 33 more\. cnnzoo's inception_v4 follows the paper's figures.*"
+                                         r"they load into inception_v4_tf"):
+        create_model("inception_v4", pretrained=path)
+    with pytest.raises(ValueError, match=r"not inception_v4: .*factorised.*load into inception_v4_tf"):
+        create_model("inception_v4", pretrained="timm")
+    with pytest.raises(ValueError, match=r"no torchvision twin.*do not fit it.*load into inception_v4_tf"):
+        create_model("inception_v4", pretrained=True)
 
 
 def test_pretrained_timm_without_timm_says_how(monkeypatch):

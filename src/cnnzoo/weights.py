@@ -9,7 +9,8 @@
     read with `weights_only=True`), a cnnzoo checkpoint, a safetensors file (`pip install 'cnnzoo[safetensors]'`),
     Detectron's MSRA ImageNet ResNets (`R-50.pkl`, `R-101.pkl`: a pickle of numpy arrays named as Caffe blobs,
     read by an unpickler that rebuilds arrays and nothing else), or timm's `inception_v4` /
-    `inception_resnet_v2` state_dicts (the TF-slim release, ported).
+    `inception_resnet_v2` state_dicts (the TF-slim releases, ported) for `inception_v4_tf` /
+    `inception_resnet_v2_tf`; `pretrained="timm"` reads the latter from timm when it is installed.
 
 Every load is strict: a file that does not fit is refused with one message naming the missing, unexpected and
 wrong-shaped keys. Two adaptations are made on request, each said in one log line: `num_classes` other than the
@@ -353,7 +354,7 @@ def _unwrap(payload, path: Path) -> dict:
 
 
 def _from_state_dict(state: dict, base: Weights, path: Path) -> tuple[dict, Weights]:
-    if base.model in TIMM_MODELS and any(k.startswith(_TIMM_MARKS) for k in state):
+    if (base.model in TIMM_MODELS or base.model in RELEASED_AS) and any(k.startswith(_TIMM_MARKS) for k in state):
         return timm_to_state_dict(state, base.model, path), replace(
             _timm_weights(base.model), name=f"timm ({path.name})", source="file", file=str(path))
     return state, base
@@ -400,7 +401,8 @@ def resolve_weights(name: str, pretrained) -> Weights:
     if pretrained == "timm":
         if card.name not in TIMM_MODELS:
             raise ValueError(f"pretrained='timm' is for {' and '.join(sorted(TIMM_MODELS))} (timm's ports of the "
-                             f"TF-slim releases), not {card.name}")
+                             f"TF-slim releases), not {card.name}"
+                             + (f": {_released_as(card.name)}" if card.name in RELEASED_AS else ""))
         return replace(_timm_weights(card.name), source="timm")
     if isinstance(pretrained, str) and _is_url(pretrained):
         return Weights(model=card.name, name=os.path.basename(urllib.parse.urlparse(pretrained).path), source="url",
@@ -411,7 +413,9 @@ def resolve_weights(name: str, pretrained) -> Weights:
             raise ValueError(f"{card.name} has no published weights cnnzoo can download (no torchvision twin); "
                              f"pass pretrained=PATH to a file: a state_dict, a cnnzoo checkpoint or a safetensors file"
                              + (", or the authors' original converted from its released format"
-                                if card.name in CONVERTIBLE else ""))
+                                if card.name in CONVERTIBLE else "")
+                             + (f"; the authors' released weights do not fit it: {_released_as(card.name)}"
+                                if card.name in RELEASED_AS else ""))
         if pretrained is True:
             return available[0]
         key = pretrained.upper().split(".")[-1]  # "ResNet50_Weights.IMAGENET1K_V2" or "imagenet1k_v2"
@@ -540,7 +544,7 @@ def _has_meta_tensors(model: nn.Module) -> bool:
 
 # --------------------------------------------------------------------------------------------- MSRA (Detectron)
 
-CONVERTIBLE = {"resnet50", "resnet101", "resnet152", "inception_v4", "inception_resnet_v2_tf"}
+CONVERTIBLE = {"resnet50", "resnet101", "resnet152", "inception_v4_tf", "inception_resnet_v2_tf"}
 _MSRA_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
 
 _NUMPY_GLOBALS = {  # what a pickle of numpy arrays refers to, and nothing else
@@ -646,26 +650,41 @@ def msra_to_state_dict(blobs: dict, model: str, source: str | os.PathLike = "the
 
 # --------------------------------------------------------------------------------------------- timm (TF-slim)
 
-TIMM_MODELS = {"inception_v4", "inception_resnet_v2_tf"}
+TIMM_MODELS = {"inception_v4_tf", "inception_resnet_v2_tf"}
+# timm's architecture (its module tree, listed by _timm_units) behind each model its weights load into; cnnzoo's
+# inception_v4 has the same tree, with three factorised pairs the other way round (see RELEASED_AS)
+_TIMM_ARCH = {"inception_v4_tf": "inception_v4", "inception_v4": "inception_v4",
+              "inception_resnet_v2_tf": "inception_resnet_v2"}
+# The paper's networks that the released weights cannot compute, the release's variant that they load into, and why
+RELEASED_AS = {"inception_v4": ("inception_v4_tf", (
+    "cnnzoo's inception_v4 follows the paper's figures, whose factorised 7x1/1x7 and 3x1/1x3 pairs come in the "
+    "other order in three places of the release (the stem's Mixed-4a, Inception-B, Inception-C): the released "
+    "weights cannot compute the paper's network"))}
 _TIMM_MARKS = ("features.", "last_linear.", "conv2d_1a.", "mixed_5b.", "conv2d_7b.", "classif.")
 # timm's default_cfgs for inception_v4.tf_in1k and inception_resnet_v2.tf_in1k: 299 input, crop_pct 0.875 and
 # 0.8975, bicubic, IMAGENET_INCEPTION_MEAN/STD = 0.5 (TF-slim's preprocessing, x in -1..1)
 TF_INCEPTION_PREPROCESS = {
-    "inception_v4": Preprocess(resize=round(299 / 0.875), crop=299, mean=(0.5,) * 3, std=(0.5,) * 3,
-                               interpolation="bicubic"),
+    "inception_v4_tf": Preprocess(resize=round(299 / 0.875), crop=299, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                  interpolation="bicubic"),
     "inception_resnet_v2_tf": Preprocess(resize=round(299 / 0.8975), crop=299, mean=(0.5,) * 3, std=(0.5,) * 3,
                                          interpolation="bicubic"),
 }
 
 
-def _timm_units(model: str) -> list[tuple[str, str]]:
+def _released_as(model: str) -> str:
+    """Why the released weights do not fit the paper's `model`, and which model they load into."""
+    variant, why = RELEASED_AS[model]
+    return f"{why}; they load into {variant}, the release's network (create_model({variant!r}, pretrained=...))"
+
+
+def _timm_units(arch: str) -> list[tuple[str, str]]:
     """timm's modules with weights, in network order, as its inception_v4.py / inception_resnet_v2.py name them:
     (prefix, kind), kind "convbn" (conv + bn), "conv" (a plain convolution with bias) or "linear"."""
     def seq(prefix, n):
         return [f"{prefix}.{i}" for i in range(n)]
 
     units: list[str | tuple[str, str]] = []
-    if model == "inception_v4":  # features.0-21: stem, Mixed3a/4a/5a, 4 A, Reduction-A, 7 B, Reduction-B, 3 C
+    if arch == "inception_v4":  # features.0-21: stem, Mixed3a/4a/5a, 4 A, Reduction-A, 7 B, Reduction-B, 3 C
         f = "features"
         units += [f"{f}.0", f"{f}.1", f"{f}.2", f"{f}.3.conv", *seq(f"{f}.4.branch0", 2), *seq(f"{f}.4.branch1", 4),
                   f"{f}.5.conv"]
@@ -717,7 +736,7 @@ _PARTS = {"convbn": ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "
           "conv": ("weight", "bias"), "linear": ("weight", "bias")}
 
 
-TIMM_NAMES = {"inception_v4": "inception_v4.tf_in1k", "inception_resnet_v2_tf": "inception_resnet_v2.tf_in1k"}
+TIMM_NAMES = {"inception_v4_tf": "inception_v4.tf_in1k", "inception_resnet_v2_tf": "inception_resnet_v2.tf_in1k"}
 
 
 def _timm_weights(model: str) -> Weights:
@@ -728,18 +747,19 @@ def _timm_weights(model: str) -> Weights:
 
 def timm_to_state_dict(state: dict, model: str, source: str | os.PathLike = "the file") -> dict[str, torch.Tensor]:
     """timm's `inception_v4` / `inception_resnet_v2` state_dict (its port of the TF-slim release) to cnnzoo's
-    `inception_v4` / `inception_resnet_v2_tf`.
+    `inception_v4_tf` / `inception_resnet_v2_tf`.
 
     timm's modules (named after TF-slim's scopes: conv2d_1a, mixed_5b.branch1.0, repeat_1.7.conv2d, classif;
     features.4.branch1.2 for Inception-v4) are matched one to one, in network order, with cnnzoo's, and every
-    tensor's shape is checked. A 1001-way classifier (TF-slim's, background first) loses its background row."""
+    tensor's shape is checked. A 1001-way classifier (TF-slim's, background first) loses its background row.
+    For the paper's `inception_v4` the tensors that do not fit are named, with why and where they do fit."""
     from cnnzoo.registry import create_model
 
-    if model not in TIMM_MODELS:
-        raise ValueError(f"timm's Inception weights fit inception_v4 and inception_resnet_v2_tf, not {model}")
+    if model not in TIMM_MODELS and model not in RELEASED_AS:
+        raise ValueError(f"timm's Inception weights fit {' and '.join(sorted(TIMM_MODELS))}, not {model}")
     with torch.device("meta"):
         own = create_model(model)
-    ours, theirs = _own_units(own), _timm_units(model)
+    ours, theirs = _own_units(own), _timm_units(_TIMM_ARCH[model])
     shapes = own.state_dict()
     if len(ours) != len(theirs):  # a layout changed on one side: name it rather than pair wrongly
         raise ValueError(f"cnnzoo's {model} has {len(ours)} weighted layers, timm's {len(theirs)}")
@@ -762,12 +782,14 @@ def timm_to_state_dict(state: dict, model: str, source: str | os.PathLike = "the
         if kind == "convbn":
             converted[f"{o}.bn.num_batches_tracked"] = state.get(f"{t}.bn.num_batches_tracked", torch.tensor(0))
             used.add(f"{t}.bn.num_batches_tracked")
+    said = []
     if wrong:
-        why = (" cnnzoo's inception_v4 follows the paper's figures, whose factorised 7x1/1x7 and 3x1/1x3 pairs come "
-               "in the other order in three places of the release (the stem's Mixed-4a, Inception-B, Inception-C): "
-               "the released weights cannot compute the paper's network" if model == "inception_v4" else "")
-        raise ValueError(f"{source} does not fit {model}: wrong shapes: {', '.join(wrong[:3])}"
-                         + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "") + "." + why)
+        said.append(f"wrong shapes: {', '.join(wrong[:3])}" + (f" and {len(wrong) - 3} more" if len(wrong) > 3
+                                                               else "") + ".")
+    if model in RELEASED_AS:  # refused even when no tensor shows it: the weights cannot compute this network
+        said.append(_released_as(model))
+    if said:
+        raise ValueError(f"{source} does not fit {model}: {' '.join(said)}")
     left = sorted(set(state) - used)
     if left:
         raise ValueError(f"{source} does not fit {model}: tensors with no place in it: {', '.join(left[:4])}"
