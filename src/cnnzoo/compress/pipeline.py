@@ -59,8 +59,10 @@ PAPER_SETTINGS = {
     "lenet5_modern": Settings({"c1.*": 0.66, "c3.*": 0.12, "c5.*": 0.08, "f6.*": 0.08, "output.*": 0.19},
                               {"conv": 8, "fc": 5}, {"conv": 8, "fc": 5},
                               "Han et al. 2016 (Deep Compression), Table 2, by layer role"),
-    "squeezenet1_0": Settings(0.33, {"conv": 8}, {"conv": 8, "fc": 5},
-                              "Iandola et al. 2016, Sec. 4 and Table 2 (33% of weights kept, 8-bit; 6-bit for 0.47 MB)"),
+    "squeezenet1_0": Settings(0.33, {"conv": 8}, {"conv": 4, "fc": 5},
+                              "Iandola et al. 2016, Sec. 4 and Table 2 (33% of weights kept, 8-bit; 6-bit for 0.47 MB); "
+                              "4-bit relative indices as in the authors' released file (songhan/SqueezeNet-Deep-"
+                              "Compression, compressed_SqueezeNet.net; cnnzoo.compress.release reads it)"),
 }
 
 
@@ -265,9 +267,11 @@ CLAIM_RUNS = {  # key: (model, bits override) at the paper's densities
 _CLAIMS_CACHE = "compression-claims.json"
 
 
-def claim_file_sizes() -> dict[str, int]:
-    """Bytes of the files `compress` writes for CLAIM_RUNS (seeded initialisations, the papers' settings), each
-    written to a temporary folder and measured; cached in cnnzoo's cache folder for this exact source and torch."""
+def claim_file_sizes() -> dict[str, dict[str, int]]:
+    """For each of CLAIM_RUNS, the bytes of the file `compress` writes (seeded initialisation, the papers' settings)
+    and of the same weights before Huffman coding (the "after quantisation" stage: fixed-width codes and relative
+    indices, codebooks, the rest as float32), as {"file": ..., "unencoded": ...}. Each file is written to a
+    temporary folder and measured; cached in cnnzoo's cache folder for this exact source and torch."""
     import json
     import tempfile
 
@@ -278,13 +282,14 @@ def claim_file_sizes() -> dict[str, int]:
     try:
         stored = json.loads(cache.read_text())
         if stored.get("key") == key and set(stored.get("sizes", {})) == set(CLAIM_RUNS):
-            return {k: int(v) for k, v in stored["sizes"].items()}
-    except (OSError, ValueError, AttributeError):
+            return {k: {"file": int(v["file"]), "unencoded": int(v["unencoded"])} for k, v in stored["sizes"].items()}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass
     sizes = {}
     with tempfile.TemporaryDirectory(prefix="cnnzoo-claims-") as folder:
         for label, (name, bits) in CLAIM_RUNS.items():
-            sizes[label] = compress(name, Path(folder) / f"{label}.cnnz", bits=bits).file_bytes
+            result = compress(name, Path(folder) / f"{label}.cnnz", bits=bits)
+            sizes[label] = {"file": result.file_bytes, "unencoded": result.sizes.quantised}
     try:
         from cnnzoo.train.checkpoint import atomic_write_text
 
