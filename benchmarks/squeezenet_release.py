@@ -16,8 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 PAPER_MB = {8: 0.66, 6: 0.47}  # Iandola et al. 2016, Table 2 (363x and 510x of AlexNet's 240 MB)
 
 
@@ -41,14 +39,12 @@ def main() -> int:
           f" ({entries:,} entries x {CODE_BITS}-bit code + {GAP_BITS}-bit gap, {entries - nonzero:,} of them fillers)")
     print(f"release: {nonzero:,} of {weights:,} weights kept ({nonzero / weights:.1%}); no Huffman coding")
     densities = tuple(layer.nonzero / layer.weights for layer in layers)
-    with tempfile.TemporaryDirectory() as folder:
-        weights_file = Path(folder) / "release.pt"
-        torch.save(state, weights_file)
+    with tempfile.TemporaryDirectory() as folder:  # compress reads the release itself (pretrained=PATH)
         print(f"\n{'bits':>4} {'gap bits':>8} {'after quantisation':>19} {'after Huffman (file)':>21} {'paper':>7}")
         for bits in (8, 6):
             for gap in (GAP_BITS, 8):
                 result = compress("squeezenet1_0", Path(folder) / f"sq{bits}_{gap}.cnnz", density=densities,
-                                  bits={"conv": bits}, index_bits={"conv": gap}, pretrained=str(weights_file))
+                                  bits={"conv": bits}, index_bits={"conv": gap}, pretrained=str(args.release))
                 print(f"{bits:>4} {gap:>8} {result.sizes.quantised / 1e6:>16.3f} MB {result.file_bytes / 1e6:>18.3f} MB"
                       f" {PAPER_MB[bits]:>4} MB")
     print(f"\nthe release's {CODE_BITS}-bit file, {size / 1e6:.3f} MB, is the paper's 0.66 MB: the 'after quantisation' "

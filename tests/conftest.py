@@ -23,7 +23,8 @@ import torch
 HEAVY_MODELS = frozenset({
     "resnet1202", "resnet1202_sd", "preact_resnet1001", "preact_resnet200", "densenet264", "densenet201",
     "densenet169", "densenet161", "densenet_bc250_k24", "densenet_bc190_k40", "densenet100_k24", "inception_v4",
-    "inception_resnet_v2", "inception_resnet_v2_tf", "fractalnet40", "vgg19", "vgg19_bn", "vgg16_bn", "vgg13_bn",
+    "inception_resnet_v2", "inception_resnet_v2_tf", "inception_v4_tf", "fractalnet40", "vgg19", "vgg19_bn",
+    "vgg16_bn", "vgg13_bn",
     "wide_resnet101_2", "wide_resnet50_2", "resnext101_32x8d", "resnext101_64x4d", "resnext29_16x64d",
 })
 

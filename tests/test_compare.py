@@ -195,8 +195,8 @@ def test_which_figures_are_not_the_papers():
     top1 = {p.name for p in chart_points(rows) if not p.paper_figure}
     top5 = {p.name for p in chart_points(rows, metric="top5") if not p.paper_figure}
     # the cards whose source is a README or a model zoo release, and GoogLeNet's top-1 from BVLC's replication
-    assert top1 == {"densenet161", "inception_resnet_v2_tf", "nin_imagenet", "googlenet"}
-    assert top5 == {"inception_resnet_v2_tf"}
+    assert top1 == {"densenet161", "inception_resnet_v2_tf", "inception_v4_tf", "nin_imagenet", "googlenet"}
+    assert top5 == {"inception_resnet_v2_tf", "inception_v4_tf"}
     with_other = [n for n in cnnzoo.list_models() if cnnzoo.model_card(n).other_top1_err is not None]
     assert with_other == ["googlenet"]
 

@@ -86,3 +86,17 @@ def test_positions_past_a_layers_end_are_refused(tmp_path):
     assert n0 * 16 > CONVS[0][1].weight.numel()
     with pytest.raises(ValueError, match="past its 14112 weights; the file is damaged"):
         read_released_squeezenet(path)
+
+
+def test_pretrained_takes_the_release_with_caffes_preprocessing(tmp_path):
+    layers = _layers(seed=1)
+    path = tmp_path / "compressed_SqueezeNet.net"
+    path.write_bytes(_encode(layers))
+    model = create_model("squeezenet1_0", pretrained=str(path))
+    (name, _), (_, bias, dense) = CONVS[-1], layers[-1]
+    assert torch.equal(model.get_submodule(name).weight.flatten(), torch.from_numpy(dense))
+    assert torch.equal(model.get_submodule(name).bias, torch.from_numpy(bias))
+    pre = model.pretrained_weights.preprocess
+    assert (pre.channel_order, pre.pixel_scale, pre.crop, pre.mean) == ("BGR", 255, 227, (104.0, 117.0, 123.0))
+    with pytest.raises(ValueError, match="not a weights file cnnzoo reads"):  # the layout is SqueezeNet 1.0's only
+        create_model("squeezenet1_1", pretrained=str(path))

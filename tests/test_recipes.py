@@ -127,7 +127,7 @@ def test_googlenet():
 
 
 def test_inception_v4():
-    for name in ("inception_v4", "inception_resnet_v2", "inception_resnet_v2_tf"):
+    for name in ("inception_v4", "inception_v4_tf", "inception_resnet_v2", "inception_resnet_v2_tf"):
         r = recipe_for(name)
         # Szegedy et al. 2017, Sec. 4: RMSProp decay 0.9, eps 1.0, lr 0.045 x0.94 every 2 epochs
         assert (r.optimizer, r.rmsprop_decay, r.rmsprop_eps, r.lr) == ("rmsprop", 0.9, 1.0, 0.045)

@@ -576,7 +576,7 @@ def _info(args) -> None:
     info["computed"] = {"params": cnnzoo.count_params(model), "output_shape": list(out.shape),
                         "min_input": [hmin, wmin], "max_input": None if hmax is None or wmax is None else [hmax, wmax]}
     info["options"] = options
-    from cnnzoo.weights import CONVERTIBLE, list_weights
+    from cnnzoo.weights import CONVERTIBLE, RELEASED_AS, list_weights
 
     weights = list_weights(card.name)
     info["weights"] = [{**{k: v for k, v in asdict(w).items() if k != "categories"}, "classes": len(w.categories)}
@@ -612,7 +612,9 @@ def _info(args) -> None:
     if not weights:
         lines.append("weights      none to download" + (
             "; pretrained=PATH converts the authors' released original (see README, Pretrained weights)"
-            if card.name in CONVERTIBLE else ""))
+            if card.name in CONVERTIBLE else
+            f"; the authors' released weights fit {RELEASED_AS[card.name][0]} (see README, Pretrained weights)"
+            if card.name in RELEASED_AS else ""))
     lines.append("options      " + (", ".join(f"{k}={v!r}" for k, v in options.items()) or "none")
                  + " (plus num_classes, in_chans)")
     if trained is not None:

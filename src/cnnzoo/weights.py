@@ -49,6 +49,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Detectron2's MODEL.PIXEL_MEAN for the MSRA backbones (defaults.py: "[103.530, 116.280, 123.675]", BGR, 0..255,
 # std 1 "absorbed into conv1"): the ImageNet mean above times 255, in BGR order.
 CAFFE_BGR_MEAN = (103.530, 116.280, 123.675)
+SQUEEZENET_BGR_MEAN = (104.0, 117.0, 123.0)  # DeepScale's train_val.prototxt, mean_value (B, G, R), crop 227
 
 
 class WeightsUnavailableError(FileNotFoundError):
@@ -333,8 +334,20 @@ def read_weights_file(path: str | os.PathLike, model: str) -> tuple[dict[str, to
             base, name=f"MSRA ({path.name})", preprocess=Preprocess(256, 224, mean=CAFFE_BGR_MEAN, std=(1, 1, 1),
                                                                      pixel_scale=255, channel_order="BGR"),
             recipe="He et al.'s original Caffe models, as republished by Detectron (ImageNetPretrained/MSRA)")
+    if card.name == "squeezenet1_0":
+        from cnnzoo.compress.release import is_released_squeezenet, read_released_squeezenet
+
+        if is_released_squeezenet(path):
+            state, _ = read_released_squeezenet(path)
+            return state, replace(
+                base, name=f"Deep Compression release ({path.name})",
+                preprocess=Preprocess(256, 227, mean=SQUEEZENET_BGR_MEAN, std=(1, 1, 1), pixel_scale=255,
+                                      channel_order="BGR"),
+                recipe="the authors' 8-bit compressed SqueezeNet 1.0 (songhan/SqueezeNet-Deep-Compression), "
+                       "decoded: 33% of weights kept, 256 shared values per layer")
     raise ValueError(f"{path} is not a weights file cnnzoo reads; expected a torch state_dict or cnnzoo checkpoint "
-                     f"(.pt/.pth), a safetensors file, or Detectron's MSRA ResNet pickle (R-50.pkl)")
+                     f"(.pt/.pth), a safetensors file, Detectron's MSRA ResNet pickle (R-50.pkl), or for "
+                     f"squeezenet1_0 the authors' compressed_SqueezeNet.net")
 
 
 def _is_safetensors(head: bytes) -> bool:

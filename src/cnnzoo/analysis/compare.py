@@ -212,7 +212,7 @@ _METRIC_WORDS = {"top1": "top-1", "top5": "top-5"}
 LECTURE_SELECTION: tuple[str, ...] = ("alexnet", "nin_imagenet", "googlenet", "inception_v4", "resnet18", "resnet34",
                                       "resnet50", "resnet101", "resnet152", "vgg16", "vgg19")
 
-FIGSIZE = (11.0, 7.0)  # inches
+FIGSIZE = (12.0, 7.0)  # inches
 DPI = 150
 AREA_PER_MPARAM = 14.0  # bubble area in points^2 per million parameters: one scale for every chart and its legend
 SIZE_LEGEND = (5e6, 25e6, 100e6)  # parameters of the size legend's bubbles

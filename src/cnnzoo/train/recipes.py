@@ -612,6 +612,7 @@ _MODEL: dict[str, tuple[dict, tuple[str, ...]]] = {
     "googlenet_bn": ({"dropout": None}, ("torchvision's batch-normalised GoogLeNet keeps its own dropout (0.2); "
                                          "its weights are ported from TensorFlow, not trained with this recipe",)),
     "inception_resnet_v2_tf": ({}, ("the TF-slim release's network; trained with the same paper recipe",)),
+    "inception_v4_tf": ({}, ("the TF-slim release's network; trained with the same paper recipe",)),
     "nin_caffe": ({}, ("the authors' Caffe release of the CIFAR-10 network",)),
     "resnet110": ({"warmup_iters": 400, "warmup_lr": 0.01},
                   ("Sec. 4.2: lr 0.01 until the training error is below 80% (about 400 iterations), then 0.1; "
