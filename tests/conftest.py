@@ -47,6 +47,9 @@ SLOW_TESTS = frozenset({
     "test_runs_are_trained_then_reused_and_settings_checked",  # test_experiments.py: 2 short runs
     "test_ensemble_error_against_n_from_real_checkpoints",  # test_experiments.py: 4 short runs
     "test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one",  # test_experiments.py: 2 short runs
+    # test_experiments.py: worker processes, each importing torch
+    "test_runs_in_parallel_processes_equal_runs_one_after_another",
+    "test_a_parallel_run_that_stops_stops_the_experiment_resumably", "test_a_failing_parallel_run_is_reported",
 })
 
 

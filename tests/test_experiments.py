@@ -171,3 +171,48 @@ def test_fractal_verdict_needs_nets_that_learnt(tmp_path, monkeypatch, whole, ve
     assert verdict in " ".join(summary.verdict)
     assert summary.results["deepest_minus_whole"]["drop-path"][0] == pytest.approx(0.5)
     assert summary.results["deepest_minus_whole"]["no drop-path"][0] == pytest.approx(20)
+
+
+def test_runs_in_parallel_processes_equal_runs_one_after_another(tmp_path):
+    """Two worker processes train the three runs; each run's metrics equal the sequential run's (a run's result
+    does not depend on how many train at once), and the progress lines say so."""
+    lines = []
+    parallel = run_plan(tiny_plan(seeds=3), tmp_path / "p", train_options=FAST, progress=lines.append, jobs=2)
+    sequential = run_plan(tiny_plan(seeds=3), tmp_path / "s", train_options=FAST, progress=lambda _: 0)
+    keys = ("train_loss", "train_top1_err", "val_top1_err")
+    assert [[{k: r[k] for k in keys} for r in o.history] for o in parallel] == \
+           [[{k: r[k] for k in keys} for r in o.history] for o in sequential]
+    assert [o.status for o in parallel] == ["trained"] * 3
+    assert sorted(line.split(":")[0] for line in lines) == ["run 1/3", "run 2/3", "run 3/3"]
+    assert all(line.endswith("(2 runs at a time)") for line in lines)
+
+
+def test_a_parallel_run_that_stops_stops_the_experiment_resumably(tmp_path):
+    with pytest.raises(ExperimentStopped, match="stopped early \\(max_steps\\).*--resume") as stop:
+        run_plan(tiny_plan(seeds=2), tmp_path, train_options={**FAST, "max_steps": 3}, progress=lambda _: 0,
+                 jobs=2)
+    assert stop.value.reason == "max_steps"
+    resumed = run_plan(tiny_plan(seeds=2), tmp_path, resume=True, train_options=FAST, progress=lambda _: 0, jobs=2)
+    assert [o.status for o in resumed] == ["resumed", "resumed"]
+
+
+def test_a_failing_parallel_run_is_reported(tmp_path):
+    plan = tiny_plan(seeds=2)
+    plan.runs[1] = RunSpec("broken", "lenet5", 1, settings=("lr=-1",))
+    with pytest.raises((RuntimeError, ValueError), match="run 2/2 .* failed: .*lr"):
+        run_plan(plan, tmp_path, train_options=FAST, progress=lambda _: 0, jobs=2)
+
+
+def test_how_many_runs_at_once(monkeypatch):
+    from cnnzoo.experiments import _jobs, stochastic_depth
+    import cnnzoo.train.threads as threads
+
+    plan = tiny_plan(seeds=3)
+    monkeypatch.setattr(threads, "free_cores", lambda: 2)
+    assert _jobs(degradation, plan, "cpu", None)[0] == 2
+    assert _jobs(stochastic_depth, plan, "cpu", None)[0] == 1  # its wall times are a result
+    assert _jobs(stochastic_depth, plan, "cpu", 2) == (2, "as asked")
+    monkeypatch.setattr(threads, "free_cores", lambda: 8)
+    assert _jobs(degradation, plan, "cpu", None)[0] == 3  # no more workers than runs
+    with pytest.raises(ValueError, match="jobs must be a whole number"):
+        _jobs(degradation, plan, "cpu", 0)

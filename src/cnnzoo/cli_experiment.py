@@ -35,6 +35,9 @@ def arguments(p) -> None:
     p.add_argument("--threads", type=_count(1), metavar="N",
                    help="CPU threads of every run (default: the fastest of a few counts, measured once at the start; "
                         "the same for every run, kept on --resume)")
+    p.add_argument("--jobs", type=_count(1), metavar="N",
+                   help="runs trained at once, each in its own process with one thread (default: one per free CPU "
+                        "core; 1 on a GPU and for stochastic-depth, whose wall times are a result)")
     p.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $CNNZOO_DATA or "
                                                         "~/.cache/cnnzoo/data)")
 
@@ -60,7 +63,7 @@ def run(args) -> int:
         options["data_root"] = args.data_root
     try:
         result = run_experiment(args.name, args.data, scale=args.scale, seeds=args.seeds, epochs=args.epochs,
-                                out=args.out, resume=args.resume, train_options=options)
+                                out=args.out, resume=args.resume, train_options=options, jobs=args.jobs)
     except ExperimentStopped as stop:
         print(f"cnnzoo experiment: {stop}", file=sys.stderr)
         return STOP_STATUS.get(stop.reason, 1)

@@ -45,7 +45,24 @@ def _module(name: str):
     return EXPERIMENTS[name]
 
 
-def _threads(plan: Plan, out: Path, resume: bool, device: str) -> tuple[int, str]:
+def _jobs(module, plan: Plan, device: str, jobs: int | None) -> tuple[int, str]:
+    """How many runs train at once, and why."""
+    from cnnzoo.train.threads import free_cores
+    from cnnzoo.train.trainer import resolve_device
+
+    if jobs is not None:
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be a whole number of at least 1, got {jobs!r}")
+        return jobs, "as asked"
+    if resolve_device(device).type != "cpu":
+        return 1, "the runs take the GPU one at a time"
+    if getattr(module, "TIMED", False):
+        return 1, "its wall times per epoch are a result, so no run shares the CPU with another"
+    free = free_cores()
+    return max(1, min(free, len(plan.runs))), f"one per free CPU core ({free})"
+
+
+def _threads(plan: Plan, out: Path, resume: bool, device: str, jobs: int = 1) -> tuple[int, str]:
     """The experiment's CPU thread count: the one it started with (on --resume), else the fastest of a few,
     measured once on a training step of its first net (`cnnzoo.train.threads`: on a shared CPU, 1 thread can be
     several times faster than 2)."""
@@ -65,6 +82,8 @@ def _threads(plan: Plan, out: Path, resume: bool, device: str) -> tuple[int, str
             return kept, "as the experiment began"
     if resolve_device(device).type != "cpu":
         return torch.get_num_threads(), "torch's default; the nets run on the GPU"
+    if jobs > 1:
+        return 1, f"{jobs} runs train at once, one per core"
     candidates = cpu_candidates()
     if len(candidates) == 1:
         return candidates[0], "one core available"
@@ -92,7 +111,7 @@ def plan_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 
 
 def run_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 3, epochs: int | None = None,
                    out: str | Path | None = None, resume: bool = False, train_options: dict | None = None,
-                   progress=None, command: str | None = None) -> ExperimentResult:
+                   progress=None, command: str | None = None, jobs: int | None = None) -> ExperimentResult:
     """Train (or reuse, or resume) the experiment's runs, then write its summary into `out`.
 
     Args:
@@ -100,17 +119,22 @@ def run_experiment(name: str, data: str, *, scale: str = "small", seeds: int = 3
         resume: continue the experiment in `out`: finished runs are reused, an interrupted one continues.
         train_options: TrainConfig fields given to every run (device, threads, data_root, ...).
         progress: called with each progress line (default: print to stderr).
+        jobs: runs trained at once, each in its own process (default: on the CPU, one per free core, each with one
+            thread; one at a time on a GPU and for an experiment whose wall times are a result).
     """
     module = _module(name)
     plan = module.plan(data, scale, seeds, epochs)
     out = Path(out) if out is not None else Path("experiments") / f"{name}-{data.replace(':', '-')}-{scale}"
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     options = dict(train_options or {})
+    jobs, why_jobs = _jobs(module, plan, options.get("device", "auto"), jobs)
     if options.get("threads") is None:  # one count for every run, so that their wall times compare
-        options["threads"], how = _threads(plan, out, resume, options.get("device", "auto"))
+        options["threads"], how = _threads(plan, out, resume, options.get("device", "auto"), jobs)
         say(f"{plural(options['threads'], 'CPU thread')} for every run ({how}; --threads N to pin)")
+    if jobs > 1:
+        say(f"{jobs} runs at a time ({why_jobs}; --jobs N to choose)")
     outcomes = run_plan(plan, out, resume=resume, train_options=options, progress=say,
-                        extra={"threads": options["threads"]})
+                        extra={"threads": options["threads"]}, jobs=jobs)
     eval_options = {k: options[k] for k in ("device", "data_root") if k in options}
     import torch
 

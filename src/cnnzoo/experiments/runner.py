@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,15 +95,17 @@ def _check_same(out: Path, record: dict) -> None:
 
 
 def run_plan(plan: Plan, out: Path, *, resume: bool = False, train_options: dict | None = None,
-             progress=print, extra: dict | None = None) -> list[RunOutcome]:
-    """Train (or reuse, or resume) every run of `plan` under `out`, one after the other.
+             progress=print, extra: dict | None = None, jobs: int = 1) -> list[RunOutcome]:
+    """Train (or reuse, or resume) every run of `plan` under `out`, `jobs` at a time.
 
     Args:
         train_options: TrainConfig fields every run gets (device, threads, data_root, batch_size, ...).
         progress: called with one line per run ("run 3/12: plain56, seed 1: training").
         extra: more entries for experiment.json, not compared on resume (the thread count).
+        jobs: runs trained at once, each in a process of its own (`_train_in_parallel`); a run's result does not
+            depend on it, only the wall time does.
     """
-    from cnnzoo.train.trainer import TrainConfig, train
+    from cnnzoo.train.trainer import TrainConfig
 
     out = Path(out)
     record = plan.record()
@@ -116,23 +119,155 @@ def run_plan(plan: Plan, out: Path, *, resume: bool = False, train_options: dict
         out.mkdir(parents=True, exist_ok=True)
         record = {**record, **(extra or {})}
     atomic_write_text(out / "experiment.json", json.dumps(record, indent=2) + "\n")
-    outcomes = []
+    states, pending = [], []
     for i, spec in enumerate(plan.runs, start=1):
         folder = out / "runs" / spec.folder
         state = _state(folder, plan.epochs)
-        what = {"finished": "finished before, reused", "interrupted": "resuming", "new": "training"}[state]
-        progress(f"run {i}/{len(plan.runs)}: {spec.arm}, seed {spec.seed} ({spec.model}): {what}")
+        states.append(state)
         if state != "finished":
             config = TrainConfig(model=spec.model, data=plan.data, recipe=plan.recipe, epochs=plan.epochs,
                                  settings=spec.settings, seed=spec.seed, out=str(folder),
                                  resume=state == "interrupted", quiet=True, **(train_options or {}))
-            result = train(config)
-            if result.stopped is not None:
-                raise ExperimentStopped(f"run {i}/{len(plan.runs)} ({folder}) stopped early ({result.stopped}) after "
-                               f"{result.step} steps; continue the experiment with --resume", result.stopped)
-        outcomes.append(RunOutcome(spec, folder, {"finished": "reused", "interrupted": "resumed",
-                                                  "new": "trained"}[state], read_metrics(folder / "metrics.csv")))
-    return outcomes
+            pending.append((i, config))
+
+    def say(i: int, what: str) -> None:
+        spec = plan.runs[i - 1]
+        progress(f"run {i}/{len(plan.runs)}: {spec.arm}, seed {spec.seed} ({spec.model}): {what}")
+
+    for i, state in enumerate(states, start=1):
+        if state == "finished":
+            say(i, "finished before, reused")
+    if jobs > 1 and len(pending) > 1:
+        _train_in_parallel(pending, jobs, say, len(plan.runs))
+    else:
+        for i, config in pending:
+            say(i, "resuming" if config.resume else "training")
+            _check_finished(i, len(plan.runs), config.out, _train_one(config))
+    return [RunOutcome(spec, out / "runs" / spec.folder,
+                       {"finished": "reused", "interrupted": "resumed", "new": "trained"}[state],
+                       read_metrics(out / "runs" / spec.folder / "metrics.csv"))
+            for spec, state in zip(plan.runs, states)]
+
+
+def _train_one(config) -> tuple[str | None, int]:
+    """Train one run; (why it stopped early or None, its optimizer steps)."""
+    from cnnzoo.train.trainer import train
+
+    result = train(config)
+    return result.stopped, result.step
+
+
+def _check_finished(i: int, total: int, folder: str, outcome: tuple[str | None, int]) -> None:
+    stopped, step = outcome
+    if stopped is not None:
+        raise ExperimentStopped(f"run {i}/{total} ({folder}) stopped early ({stopped}) after {step} steps; continue "
+                                f"the experiment with --resume", stopped)
+
+
+def _train_in_parallel(pending: list, jobs: int, say, total: int) -> None:
+    """Train the pending runs `jobs` at a time, each in a spawned worker process, handed out one by one.
+
+    A stop signal (SIGINT, SIGTERM, SIGHUP) hands out no more runs and is passed on to the workers, whose
+    trainers save and stop at their next step, as a single run does: the experiment resumes from there. A run that
+    fails stops the others the same way, then its error is raised here.
+    """
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("spawn")  # a fork would inherit torch's OpenMP threads, and can hang
+    tasks, results = context.Queue(), context.Queue()
+    workers = [context.Process(target=_worker, args=(tasks, results), daemon=True)
+               for _ in range(min(jobs, len(pending)))]
+    queue, running = list(pending), 0
+    stop: list[str] = []  # the first signal's name, or the failure
+    failure = None
+
+    def hand_out() -> None:
+        nonlocal running
+        while queue and running < len(workers) and not stop:
+            i, config = queue.pop(0)
+            say(i, ("resuming" if config.resume else "training") + f" ({len(workers)} runs at a time)")
+            tasks.put((i, config))
+            running += 1
+
+    def halt(signum, frame) -> None:
+        if not stop:
+            stop.append(signal.Signals(signum).name)
+            for w in workers:
+                if w.is_alive():
+                    os.kill(w.pid, signal.SIGTERM)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for s in previous:
+            signal.signal(s, halt)
+        for w in workers:
+            w.start()
+        hand_out()
+        stopped = None
+        while running:
+            i, outcome, error = results.get()
+            running -= 1
+            if error is not None and failure is None:
+                failure = f"run {i}/{total} ({dict(pending)[i].out}) failed: {error}"
+                halt(signal.SIGTERM, None)
+            elif outcome is not None and outcome[0] is not None and stopped is None:
+                stopped = (i, dict(pending)[i].out, outcome)
+            hand_out()
+    finally:
+        for _ in workers:
+            tasks.put(None)
+        for w in workers:
+            w.join(timeout=60)
+            if w.is_alive():  # not expected: a worker stuck past its run; it holds no unsaved state of ours
+                w.kill()
+        for q in (tasks, results):
+            q.close()
+            q.join_thread()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if failure is not None:
+        raise RuntimeError(failure)
+    if stopped is not None:
+        _check_finished(stopped[0], total, stopped[1], stopped[2])
+    if stop:  # a signal arrived while no run was training (between hand-outs): stop as a run would
+        raise ExperimentStopped(f"stopped by {stop[0]} before every run was trained; continue the experiment with "
+                                f"--resume", stop[0])
+
+
+def _worker(tasks, results) -> None:
+    """A worker process: trains the runs it is handed until it is handed None.
+
+    A stop signal is noted by `_noted`; the trainer, installing its own handlers for a run, sees the note (the
+    `seen` attribute it looks for on the handler it replaces) and saves and stops at its first step, so a signal
+    that arrives while a run is being set up is not lost. A run handed out after a signal is not started.
+    """
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _noted)
+    while (task := tasks.get()) is not None:
+        i, config = task
+        if _noted.seen:
+            results.put((i, (_noted.seen, 0), None))
+            continue
+        try:
+            results.put((i, _train_one(config), None))
+        except BaseException as err:  # noqa: BLE001 - reported to the parent, which stops the experiment
+            results.put((i, None, f"{type(err).__name__}: {err}"))
+
+
+def _noted(signum, frame) -> None:
+    _noted.seen = _noted.seen or _signal_name(signum)
+
+
+_noted.seen = None
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
 
 
 class ExperimentStopped(RuntimeError):

@@ -14,6 +14,7 @@ from cnnzoo.experiments.runner import Plan, RunSpec, scaled
 from cnnzoo.experiments.summary import Summary, curve, markdown_table, mean_std, pm
 
 NAME = "stochastic-depth"
+TIMED = True  # wall time per epoch is one of its results: its runs train one at a time unless --jobs says otherwise
 TITLE = "Stochastic depth (p_L = 0.5) against constant depth"
 PAPER = "Huang et al. 2016, Fig. 3 and Sec. 4"
 WHAT = "ResNet-110 with constant depth against stochastic depth (p_L = 0.5): error curves and wall time per epoch"
