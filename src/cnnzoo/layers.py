@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import Tensor, nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 
 class PaperLRN(nn.LocalResponseNorm):
@@ -32,6 +34,10 @@ class StochasticDepth(nn.Module):
         if not self.stochastic_depth.keep():
             return shortcut
         return shortcut + self.stochastic_depth(branch(x))
+
+    A graph has no `if`, so under torch.fx symbolic tracing (`symbolic_tracing()`) a block asks for `factor(x)`
+    instead, before its branch, and returns shortcut + factor * branch(x): the draw stays a node of the graph and
+    runs on every call (see `keep_factor`).
     """
 
     def __init__(self, survival_prob: float):
@@ -41,9 +47,12 @@ class StochasticDepth(nn.Module):
         self.survival_prob = survival_prob
 
     def keep(self) -> bool:
-        if not self.training or self.survival_prob == 1.0:
-            return True
-        return bool(torch.rand(()) < self.survival_prob)
+        return not self.training or _draw_keep(self.survival_prob)
+
+    def factor(self, anchor: Tensor) -> Tensor:
+        """The branch's multiplier as one graph node: 1 or 0 drawn as `keep()` draws in training, p in eval.
+        `anchor` is a tensor of the block (its input), which makes torch.fx record the call; see `keep_factor`."""
+        return keep_factor(anchor, self)
 
     def forward(self, branch: Tensor) -> Tensor:
         if self.training:
@@ -54,6 +63,41 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"survival_prob={self.survival_prob:.4f}"
+
+
+def _draw_keep(survival_prob: float) -> bool:
+    """Stochastic depth's one draw per block and mini-batch (none when the block is always kept)."""
+    return survival_prob == 1.0 or bool(torch.rand(()) < survival_prob)
+
+
+def symbolic_tracing() -> bool:
+    """True while torch.fx symbolically traces (symbolic_trace, torchvision's create_feature_extractor).
+
+    Not torch.fx's `is_fx_tracing()`: that is also true inside torch.export, whose graphs are left as they were.
+    """
+    return is_fx_symbolic_tracing()
+
+
+def keep_factor(anchor: Tensor, drop: StochasticDepth) -> Tensor:
+    """Stochastic depth's decision as a tensor, for traced graphs: in training 1.0 (kept) or 0.0 (dropped), drawn
+    as `drop.keep()` draws (the same random numbers in the same order as an eager forward); in eval p.
+
+    A 0-dim float64 CPU tensor: it multiplies a branch on any device and in any dtype as the Python float p does
+    in eager mode. `anchor` is not read; it makes torch.fx, which sees a proxy there, record this call as a node
+    (torch.fx.wrap below) instead of running it once while tracing and freezing that draw into the graph. `drop`
+    becomes a reference to the module in the graph, so its mode is read when the graph runs: a traced graph's
+    .train() and .eval() switch the draw as they switch batch norm.
+
+    A traced block multiplies its branch by this factor, so a dropped branch is still computed (no saving under
+    FX): its parameters get zero gradients as with eager's `skip_branch`, but its batch norms update their
+    running statistics, which eager's skip leaves alone, and dropout inside it draws random numbers that eager
+    does not (then later draws are no longer eager's).
+    """
+    value = float(drop.keep()) if drop.training else drop.survival_prob
+    return torch.tensor(value, dtype=torch.float64, device="cpu")
+
+
+torch.fx.wrap("keep_factor")
 
 
 def linear_decay(num_blocks: int, final_survival: float = 0.5) -> list[float]:

@@ -33,7 +33,7 @@ from typing import Callable, Literal
 
 from torch import Tensor, nn
 
-from cnnzoo.layers import StochasticDepth, linear_decay, skip_branch
+from cnnzoo.layers import StochasticDepth, linear_decay, skip_branch, symbolic_tracing
 from cnnzoo.models.papers import HE_2016
 from cnnzoo.models.resnet import ZeroPadShortcut, he_init
 from cnnzoo.registry import ModelCard, register_model
@@ -90,6 +90,9 @@ class _PreActUnit(nn.Module):
         pre = self.preactivation(x)
         shortcut = self.skip(x, pre)
         drop = self.stochastic_depth
+        if drop is not None and symbolic_tracing():  # the decision a graph node, drawn where keep() draws
+            factor = drop.factor(x)
+            return shortcut + self.residual(pre) * factor  # computed even when dropped: a graph has no `if`
         if drop is not None and not drop.keep():
             # Dropped for this mini-batch: the branch is not computed and its weights get zero gradients (the
             # pre-activation stays live when the projection uses it).

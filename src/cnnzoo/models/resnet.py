@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnzoo.layers import StochasticDepth, linear_decay, skip_branch
+from cnnzoo.layers import StochasticDepth, linear_decay, skip_branch, symbolic_tracing
 from cnnzoo.models.papers import HE_2015
 from cnnzoo.registry import ModelCard, register_model
 
@@ -84,13 +84,17 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         drop = self.stochastic_depth
-        if drop is not None and not drop.keep():  # dropped for this mini-batch: the branch is not computed
+        if drop is not None and symbolic_tracing():  # the decision a graph node, drawn where keep() draws
+            factor = drop.factor(x)
+            out = self.branch(x) * factor  # computed even when dropped: a traced graph has no `if`
+        elif drop is not None and not drop.keep():  # dropped for this mini-batch: the branch is not computed
             params = [p for n, p in self.named_parameters()
                       if p.requires_grad and not n.startswith(self._shortcut_module + ".")]
             return torch.relu(skip_branch(self.skip(x), params))
-        out = self.branch(x)
-        if drop is not None:
-            out = drop(out)  # scaled by p in eval mode
+        else:
+            out = self.branch(x)
+            if drop is not None:
+                out = drop(out)  # scaled by p in eval mode
         if self.residual:
             out += self.skip(x)  # in place, as torchvision: the branch ends in a normalisation, which keeps its
             # input, not its output, for backward (autograd's version check would catch a branch that did not)

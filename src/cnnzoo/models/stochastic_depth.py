@@ -4,6 +4,8 @@ arXiv:1603.09382.
 In training, each residual block l is kept for the whole mini-batch with probability p_l and otherwise skipped
 (the block's output is relu(shortcut)); at test time every block runs with its branch scaled by p_l. The
 probabilities decay linearly from 1 at the input to p_L = 0.5 for the last block: p_l = 1 - (l / L)(1 - p_L).
+Traced by torch.fx, a block draws its decision in a graph node and multiplies its branch by 1 or 0, so the
+traced graph re-samples on every call (`cnnzoo.layers.keep_factor`).
 
 The networks are the ResNets of resnet.py with `survival_prob` p_L: the 110- and 1202-layer CIFAR ResNets
 (Sec. 4, Table 1 of the paper) and the 152-layer ImageNet ResNet. On CIFAR the downsampling shortcut follows the
