@@ -12,7 +12,9 @@ Drop-path (Sec. 3) trains the network as a random subnetwork each mini-batch: lo
 every join independently (rate 0.15), keeping one at random if all were dropped; global drop-path keeps a single
 column, the same one in every block. Mini-batches are sampled from a 50/50 mixture of the two. Dropout, when used, has
 a rate per block of 0, 10, 20, 30, 40%. At test time every column runs and every join averages all its inputs;
-`FractalNet.column` instead runs one column alone (Table 1's "deepest column alone").
+`FractalNet.column` instead runs one column alone (Table 1's "deepest column alone"). Traced by torch.fx
+(symbolic_trace, torchvision's create_feature_extractor), the network computes every column, and the drop-path
+choice and every join are graph nodes that draw when the graph runs (`FractalNet._traced_forward`).
 
 Details the paper leaves open follow the authors' Caffe generator (gustavla/fractalnet, generation/fractalnet.py and
 globals.crox): each convolution is conv3x3 -> dropout -> batch norm -> ReLU; the last join of a block comes after
@@ -25,9 +27,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
-from cnnzoo.layers import skip_branch
+from cnnzoo.layers import skip_branch, symbolic_tracing
 from cnnzoo.models.papers import LARSSON_2016
 from cnnzoo.registry import ModelCard, register_model
 
@@ -74,11 +77,17 @@ def join(inputs: list[Tensor], drop_rate: float = 0.0) -> Tensor:
         return inputs[0]
     if drop_rate <= 0.0:
         return torch.stack(inputs).mean(0)
+    keep = _draw_kept(n, drop_rate)
+    share = 1.0 / sum(keep)
+    return sum(x * (share if kept else 0.0) for kept, x in zip(keep, inputs))
+
+
+def _draw_kept(n: int, drop_rate: float) -> list[bool]:
+    """Local drop-path's draw for one join of n inputs: which are kept (at least one)."""
     keep = (torch.rand(n, device="cpu") >= drop_rate).tolist()  # drawn on the CPU: no device synchronisation
     if not any(keep):
         keep[int(torch.randint(n, (), device="cpu"))] = True
-    share = 1.0 / sum(keep)
-    return sum(x * (share if kept else 0.0) for kept, x in zip(keep, inputs))
+    return keep
 
 
 class FractalBlock(nn.Module):
@@ -102,7 +111,14 @@ class FractalBlock(nn.Module):
         """Depth steps one convolution of `column` spans (a deeper column's convolution spans fewer)."""
         return 2 ** (self.num_columns - 1 - column)
 
-    def forward(self, x: Tensor, column: int | None = None, drop_rate: float = 0.0) -> Tensor:
+    def forward(self, x: Tensor, column: int | None = None, drop_rate: float = 0.0,
+                path: tuple[int | None, float] | None = None) -> Tensor:
+        """Args:
+            column: run this column alone; None joins all of them.
+            drop_rate: local drop-path rate of every join.
+            path: under torch.fx tracing, the proxy of FractalNet's `drop_path_choice` node, the mini-batch's
+                (column, local rate) when the graph runs; every join then becomes a `path_join` node applying it.
+        """
         if column is not None:  # one column alone: a plain chain of 2^column convolutions
             out = x
             for conv in self.columns[column]:
@@ -115,7 +131,8 @@ class FractalBlock(nn.Module):
                 outs[k] = self.columns[k][step // self.span(k) - 1](outs[k])
             if step == self.depth:
                 outs = [self.pool(o) for o in outs]  # pool, then the last join (the authors' order)
-            joined = join([outs[k] for k in ending], drop_rate)
+            inputs = [outs[k] for k in ending]
+            joined = join(inputs, drop_rate) if path is None or len(inputs) == 1 else path_join(path, ending, inputs)
             for k in ending:
                 outs[k] = joined
         return outs[0]
@@ -176,6 +193,8 @@ class FractalNet(nn.Module):
         return sum(block.depth for block in self.blocks)
 
     def forward(self, x: Tensor) -> Tensor:
+        if symbolic_tracing() and self.column is None:
+            return self._traced_forward(x)
         column, drop_rate = self._sample_path()
         for block in self.blocks:  # (N, 64, 16, 16) -> (N, 128, 8, 8) -> ... -> (N, 512, 1, 1) at 32x32
             out = block(x, column, drop_rate)
@@ -186,19 +205,72 @@ class FractalNet(nn.Module):
             x = out
         return self.head(x.flatten(1))
 
+    def _traced_forward(self, x: Tensor) -> Tensor:
+        """The forward torch.fx records: every column computed, the drop-path choice and every join graph nodes.
+
+        Drawn when the graph runs, in eager's order: the choice first (`drop_path_choice`), then each join's local
+        drops. A globally chosen column gets weight 1 at every join and the others 0, so the output is bit for bit
+        that column's (finite activations assumed: 0 * inf is not 0). Random numbers equal eager's only with
+        dropout off: on a global mini-batch the graph also runs the dropout of the columns eager skips. The columns
+        eager skips also update their batch norms' running statistics here. (A fixed `column` is traced by the
+        eager forward: a plain chain, a constant of the graph.)
+        """
+        path = drop_path_choice(x, self.blocks, self.num_columns, self.global_drop_path, self.drop_path)
+        for block in self.blocks:  # (N, 64, 16, 16) -> (N, 128, 8, 8) -> ... -> (N, 512, 1, 1) at 32x32
+            x = block(x, path=path)
+        return self.head(x.flatten(1))
+
     def _sample_path(self) -> tuple[int | None, float]:
         """(column, local drop rate) for this mini-batch: one column (global drop-path), or all with local drops."""
         if self.column is not None:
             return self.column, 0.0
-        if not self.training:
-            return None, 0.0
-        if self.global_drop_path > 0.0 and float(torch.rand((), device="cpu")) < self.global_drop_path:
-            return int(torch.randint(self.num_columns, (), device="cpu")), 0.0
-        return None, self.drop_path
+        return _draw_path(self.num_columns, self.global_drop_path, self.drop_path, self.training)
 
     def extra_repr(self) -> str:
         return (f"columns={self.num_columns}, depth={self.depth}, drop_path={self.drop_path}, "
                 f"global_drop_path={self.global_drop_path}, column={self.column}")
+
+
+def _draw_path(num_columns: int, global_share: float, local_rate: float, training: bool) -> tuple[int | None, float]:
+    """One mini-batch's drop-path: (a column, 0.0) for global drop-path, (None, the local rate) otherwise."""
+    if not training:
+        return None, 0.0
+    if global_share > 0.0 and float(torch.rand((), device="cpu")) < global_share:
+        return int(torch.randint(num_columns, (), device="cpu")), 0.0
+    return None, local_rate
+
+
+def drop_path_choice(anchor: Tensor, blocks: nn.ModuleList, num_columns: int, global_share: float,
+                     local_rate: float) -> tuple[int | None, float]:
+    """`FractalNet._sample_path` as a graph node: drawn each time a traced graph runs, as eager draws it.
+
+    `anchor` (the network's input) is not read; it makes torch.fx, which sees a proxy there, record this call
+    (torch.fx.wrap below) instead of running it once while tracing. `blocks` becomes a reference to the network's
+    blocks in the graph, whose mode is read when the graph runs: a traced graph's .train() and .eval() switch
+    drop-path as they switch batch norm.
+    """
+    return _draw_path(num_columns, global_share, local_rate, blocks.training)
+
+
+def path_join(path: tuple[int | None, float], columns: list[int], inputs: list[Tensor]) -> Tensor:
+    """A join of a traced graph, `inputs[i]` coming from column `columns[i]`, applying the mini-batch's `path`.
+
+    No global column: `join` with the local rate (its draws, its arithmetic; the plain mean in eval). A global
+    column among the inputs: that input times 1 plus the others times 0, which is exactly it and gives the others
+    zero gradients. A join the chosen column does not reach feeds only deeper columns, whose outputs the chosen
+    column's joins weight 0: the plain mean, without a draw.
+    """
+    column, drop_rate = path
+    if column is None:
+        return join(inputs, drop_rate)
+    if column not in columns:
+        return join(inputs, 0.0)
+    return sum(x * (1.0 if k == column else 0.0) for k, x in zip(columns, inputs))
+
+
+# Traced graphs call these at run time; `anchor` and `path` are proxies while tracing, so FX records the calls.
+torch.fx.wrap("drop_path_choice")
+torch.fx.wrap("path_join")
 
 
 def _dropout_rates(dropout: bool | tuple[float, ...], num_blocks: int) -> tuple[float, ...]:
