@@ -1,5 +1,6 @@
 """The tools people point at a model work on every registered one: `torch.export.export` (with a dynamic batch
 dimension) and `torch.fx.symbolic_trace`, in eval mode, and the traced module computes what the model does.
+Training mode, where stochastic depth and drop-path draw in the graph, is test_fx_random.py's.
 
 (`torch.jit.script` is not among them: the input check's forward pre-hook is not scriptable, and TorchScript is
 deprecated in the torch cnnzoo uses.)
