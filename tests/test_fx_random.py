@@ -8,6 +8,7 @@ train with drops that change from step to step.
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ import cnnzoo.models.fractalnet as fractalnet
 from cnnzoo import create_model, list_models, model_card
 from cnnzoo.analysis.counting import registered_params
 from cnnzoo.models.fractalnet import FractalNet
+from conftest import HEAVY_MODELS
 from helpers import cheapest_per_family, small_side
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),  # torchvision's note on GoogLeNet (auxiliary heads in training):
@@ -27,9 +29,15 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),  # torchvision's note on Go
 SIGMAS = 4  # binomial tolerance of every rate check (fixed seeds: the checks are deterministic)
 PARAMS = registered_params(list_models())
 RANDOM_BY_DEFAULT = ("resnet110_sd", "resnet152_sd", "fractalnet20")
-# One model per family (the smallest), plus the nets that are random as registered; the others are slow.
+# One model per family (the smallest), plus the nets that are random as registered; the others are slow. The
+# heaviest (conftest's HEAVY_MODELS: torchvision's tracer takes 25-50 s on each 1000-layer net) are traced with
+# CNNZOO_TRACE_ALL=1; their blocks are their lighter siblings' (resnet1202_sd's are resnet110_sd's).
 QUICK = cheapest_per_family(list_models(), PARAMS) | set(RANDOM_BY_DEFAULT)
-ALL = [pytest.param(name, marks=() if name in QUICK else pytest.mark.slow) for name in list_models()]
+EVERY = os.environ.get("CNNZOO_TRACE_ALL") == "1"
+ALL = [pytest.param(name, marks=() if name in QUICK else
+                    pytest.mark.skip(reason="a heavy net: CNNZOO_TRACE_ALL=1 traces it")
+                    if name in HEAVY_MODELS and not EVERY else pytest.mark.slow)
+       for name in list_models()]
 
 
 def _on_meta(name: str, **options) -> nn.Module:
