@@ -16,7 +16,7 @@ EPILOG = """examples:
 Each run is an ordinary `cnnzoo train` run folder under OUT/runs/. --resume reuses the finished runs and continues
 an interrupted one. The summary (OUT/summary.md, OUT/results.json, OUT/figure.png) gives mean ± std over seeds and
 says in words whether the paper's effect appears. --scale small (the default) shrinks epochs and depths so that each
-experiment finishes in about 15 minutes on 2 CPU cores with the digits; summary.md lists what it shrank."""
+experiment finishes in 6 to 12 minutes on 2 idle CPU cores with the digits; summary.md lists what it shrank."""
 
 
 def arguments(p) -> None:
