@@ -94,8 +94,16 @@ def _session_threads() -> int:
     choice = measure_threads(step, candidates, budget=1.0)
     torch.set_rng_state(rng)
     shown = ", ".join(f"{n}: {1000 * t:.1f} ms" for n, t in sorted(choice.timings.items()))
-    _CHOICE[0] = f"the fastest small training step at start: {shown}; CNNZOO_TEST_THREADS=N pins it"
-    return choice.threads
+    threads, t = choice.threads, choice.timings
+    # Within 25% the probe's order is noise (on 2 idle cores here 1: 58 ms, 2: 52 ms, then 1: 47, 2: 55), while
+    # the heavy tests (larger convolutions) gain more from threads than the probe: take the larger count. A busy
+    # core makes the larger count many times slower, far outside this margin.
+    most = max(t) if t else threads
+    if most != threads and t[most] <= 1.25 * t[threads]:
+        threads = most
+    _CHOICE[0] = (f"the fastest small training step at start, the larger count within 25%: {shown}; "
+                  f"CNNZOO_TEST_THREADS=N pins it")
+    return threads
 
 
 @pytest.fixture
