@@ -6,7 +6,9 @@ For each net (cnnzoo's torchvision-compatible twin, loaded with the same weights
 which is initialised by torchvision: no pretrained weights can be downloaded here) it times, interleaved round by
 round so that a busy core slows every path alike: torchvision eager float32 (the baseline), cnnzoo eager float32,
 ONNX Runtime (the `export` extra), `cnnzoo.optimize` in float32 and, where the CPU has AMX or AVX-512-BF16, in
-bfloat16. It prints images/s, the ratios to the baseline and to ONNX Runtime, and achieved GFLOP/s as a fraction
+bfloat16. The fast paths run in a process of their own: `optimize` keeps freed memory in its process
+(cnnzoo.deploy.memory), which would speed up the baseline too if it ran there; the baseline runs as a user's
+script runs it, with the C library's defaults. It prints images/s, the ratios to the baseline and to ONNX Runtime, and achieved GFLOP/s as a fraction
 of a matmul ceiling measured in the same run for the same dtype (FLOPs from cnnzoo's profiler). Then ResNet-50's
 batch-1 latency, and what bfloat16 changes in ResNet-50's answers on the real-image set (scikit-learn's two
 photographs and digits, cut and resized: `cnnzoo.deploy.images`).
@@ -47,20 +49,6 @@ def cpu_description() -> str:
     return f"{env['cpu']} ({', '.join(env['isa']) or 'no AVX2'}), {env['threads']} thread(s)"
 
 
-def interleaved(paths: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Median seconds per call of each path, one call of every path per round after one warm-up call each."""
-    with torch.inference_mode():
-        for run in paths.values():
-            run(x)
-        times = {name: [] for name in paths}
-        for _ in range(rounds):
-            for name, run in paths.items():
-                t = time.perf_counter()
-                run(x)
-                times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def fast_paths(model, bf16: bool, *, compiled: bool) -> dict:
     """cnnzoo's fast paths of `model`: float32, and bfloat16 where the CPU has it; each also compiled on request."""
     dtypes = {"": None, "_bf16": torch.bfloat16} if bf16 else {"": None}
@@ -73,10 +61,95 @@ def fast_paths(model, bf16: bool, *, compiled: bool) -> dict:
 
 
 def twins(ours: str, theirs: str):
+    """cnnzoo's twin and torchvision's model with the same weights; the same in every process (seeded)."""
+    torch.manual_seed(sum(map(ord, ours)))
     tv = getattr(torchvision.models, theirs)(weights=None).eval()
     model = cnnzoo.create_model(ours).eval()
     model.load_state_dict(tv.state_dict())
     return model, tv
+
+
+def batch(name: str, size: int) -> torch.Tensor:
+    return torch.randn(size, *cnnzoo.model_card(name).input_size, generator=torch.Generator().manual_seed(size))
+
+
+class FastPaths:
+    """The fast paths, measured in a spawned process of their own, one round at a time when asked."""
+
+    def __init__(self, threads: int, bf16: bool, compiled: bool):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._pipe, theirs = context.Pipe()
+        self._process = context.Process(target=_fast_worker, args=(theirs, threads, bf16, compiled), daemon=True)
+        self._process.start()
+        self.ask("ready")  # its start-up (importing torch) is over before anything is timed
+
+    def ask(self, *request):
+        self._pipe.send(request)
+        reply = self._pipe.recv()
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.join()
+
+
+def _fast_worker(pipe, threads: int, bf16: bool, compiled: bool) -> None:
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)  # the parent stops the benchmark and then this process
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    paths, x = {}, None
+    while True:
+        request, *args = pipe.recv()
+        try:
+            if request == "ready":
+                pipe.send(True)
+            elif request == "load":  # name, batch size: build the paths and call each once (compiling, packing)
+                name, size = args
+                model, _ = twins(name, NETS[name])
+                paths, x = fast_paths(model, bf16, compiled=compiled), batch(name, size)
+                with torch.inference_mode():
+                    for run in paths.values():
+                        run(x)
+                pipe.send(list(paths))
+            elif request == "round":  # each path called once, timed
+                times = {}
+                with torch.inference_mode():
+                    for path, run in paths.items():
+                        t = time.perf_counter()
+                        run(x)
+                        times[path] = time.perf_counter() - t
+                pipe.send(times)
+            elif request == "drift":  # what bfloat16 changes in the answers on real images
+                name, count = args
+                model, _ = twins(name, NETS[name])
+                pipe.send(precision_drift(model, paths.get("compiled_bf16", paths["fast_bf16"]),
+                                          real_images(count, cnnzoo.model_card(name).input_size[-1])))
+        except Exception as err:  # the parent reports it
+            pipe.send(err)
+
+
+def interleaved(paths: dict, x: torch.Tensor, rounds: int, fast: FastPaths) -> dict[str, float]:
+    """Median seconds per call of each path, one call of every path per round (here, then the fast paths' process)
+    after one warm-up call each."""
+    with torch.inference_mode():
+        for run in paths.values():
+            run(x)
+        times = {name: [] for name in paths}
+        for _ in range(rounds):
+            for name, run in paths.items():
+                t = time.perf_counter()
+                run(x)
+                times[name].append(time.perf_counter() - t)
+            for name, seconds in fast.ask("round").items():
+                times.setdefault(name, []).append(seconds)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> int:
@@ -104,33 +177,34 @@ def main() -> int:
     print(f"bfloat16: {'yes' if bf16 else 'no'} ({why}); batch {args.batch}; median of {args.rounds} interleaved calls")
     stop = Stop()
     rows, latency, drift = [], None, None
+    fast = FastPaths(threads, bf16, compiled=not args.no_compile)
     try:
         peak32 = matmul_ceiling("float32", threads=threads)
         peak16 = matmul_ceiling("bfloat16", threads=threads) if bf16 else None
         print(f"matmul ceiling: float32 {peak32:.0f} GFLOP/s" + (f", bfloat16 {peak16:.0f} GFLOP/s" if bf16 else ""))
         for name in args.models.split(","):
             model, tv = twins(name, NETS[name])
-            x = torch.randn(args.batch, *cnnzoo.model_card(name).input_size)
+            x = batch(name, args.batch)
             paths = {"torchvision": tv, "eager": model}
             if not args.no_onnx:
                 from cnnzoo.deploy.onnx import ort_runner
 
                 paths["onnxruntime"] = ort_runner(model, x, threads=threads)
-            paths.update(fast_paths(model, bf16, compiled=not args.no_compile))
-            seconds = interleaved(paths, x, args.rounds)
+            fast.ask("load", name, args.batch)
+            seconds = interleaved(paths, x, args.rounds, fast)
             flops = cnnzoo.profile(name, batch_size=args.batch).flops
             rows.append((name, seconds, flops))
             print(_row(name, seconds, flops, peak32, peak16, args.batch), flush=True)
         if "resnet50_v1_5" in args.models.split(","):
-            model, tv = twins("resnet50_v1_5", "resnet50")
-            one = torch.randn(1, 3, 224, 224)
-            paths = {"torchvision": tv, **fast_paths(model, bf16, compiled=not args.no_compile)}
-            latency = interleaved(paths, one, args.rounds * 4)
+            _, tv = twins("resnet50_v1_5", "resnet50")
+            fast.ask("load", "resnet50_v1_5", 1)
+            latency = interleaved({"torchvision": tv}, batch("resnet50_v1_5", 1), args.rounds * 4, fast)
             if bf16:
-                images = real_images(args.drift_images, 224)
-                drift = precision_drift(model, paths.get("compiled_bf16", paths["fast_bf16"]), images)
+                drift = fast.ask("drift", "resnet50_v1_5", args.drift_images)
     except Stopped:
         pass
+    finally:
+        fast.close()
     stop.done()
 
     print()

@@ -10,6 +10,10 @@ What it does, each step optional:
 - stores weights and activations channels-last (NHWC), the layout oneDNN and cuDNN convolutions prefer;
 - converts to bfloat16 (or float16 on CUDA) where the device computes in it natively: on a CPU that means
   AVX-512-BF16 or AMX; elsewhere bfloat16 would be emulated and slower, so float32 is kept and the notes say so;
+- on a CPU, runs each convolution as a oneDNN primitive on weights packed once, with the ReLU, or the residual
+  sum and the ReLU, that alone read its output computed in the same pass (`cnnzoo.deploy.fusion`), and keeps
+  freed memory in the process for the next pass instead of faulting in fresh pages every time
+  (`cnnzoo.deploy.memory`; process-wide, as ONNX Runtime's arena is for its sessions);
 - compiles with `torch.compile` on request, with inductor's freezing (weights become constants: packed once for
   oneDNN, each convolution fused with the activation or sum after it). The first call, and the first at each new
   input shape, then takes seconds to minutes; later changes to the original model's weights are not seen.
@@ -29,6 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from cnnzoo.checks import InputCheck
+from cnnzoo.deploy.fusion import PackedConv2d, fuse_convolutions
+from cnnzoo.deploy.memory import keep_freed_memory
 
 __all__ = ["OptimizedModel", "bf16_support", "fold_batchnorm", "optimize"]
 
@@ -39,14 +45,14 @@ class OptimizedModel(nn.Module):
     """An inference-only copy of a net: folded, in its memory format and dtype, possibly compiled."""
 
     def __init__(self, model: nn.Module, *, dtype: torch.dtype, channels_last: bool, compiled: bool,
-                 notes: tuple[str, ...]):
+                 notes: tuple[str, ...], check: InputCheck | None = None):
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.channels_last = channels_last
         self.compiled = compiled
         self.notes = notes
-        self._check = _take_input_check(model)
+        self._check = check if check is not None else _take_input_check(model)
         # freezing: the weights become constants of the compiled graph, so oneDNN packs them once and fuses each
         # convolution with the activation or sum after it (what ONNX Runtime does too); the net is inference-only
         self._run = torch.compile(model, options={"freezing": True}) if compiled else model
@@ -71,7 +77,7 @@ class OptimizedModel(nn.Module):
 
 
 def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True, dtype: torch.dtype | None = None,
-             compile: bool = False) -> OptimizedModel:
+             compile: bool = False, fuse: bool = True, keep_memory: bool = True) -> OptimizedModel:
     """A copy of `model` for fast inference (the original is left as it is). See the module docstring.
 
     Args:
@@ -79,7 +85,9 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
         channels_last: weights and activations in NHWC.
         dtype: None or torch.float32 keeps float32; torch.bfloat16 (or torch.float16 on CUDA) where the device
             computes in it natively, float32 with a warning and a note where it does not.
-        compile: wrap the net in torch.compile.
+        compile: wrap the net in torch.compile (which then does its own fusion: `fuse` is not applied).
+        fuse: on a CPU, convolutions on packed weights with their ReLU or residual sum fused in.
+        keep_memory: on a CPU, keep freed memory in the process for reuse (process-wide; see cnnzoo.deploy.memory).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize expects an nn.Module, got {type(model).__name__}")
@@ -87,7 +95,8 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
         raise ValueError("this model is optimized already; optimize the original model instead")
     if dtype is not None and dtype not in (torch.float32, *_LOW_PRECISION):
         raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
-    for flag, value in (("fold_bn", fold_bn), ("channels_last", channels_last), ("compile", compile)):
+    for flag, value in (("fold_bn", fold_bn), ("channels_last", channels_last), ("compile", compile),
+                        ("fuse", fuse), ("keep_memory", keep_memory)):
         if not isinstance(value, bool):
             raise TypeError(f"{flag} must be True or False, got {value!r}")
 
@@ -96,10 +105,11 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
         p.requires_grad_(False)
     device = next(net.parameters(), torch.empty(0)).device
     notes = []
+    graph, untraceable = _trace(net) if fold_bn or fuse else (None, "")
     if fold_bn:
-        folded, reason = _fold(net)
+        folded = _fold(net, graph)
         notes.append(f"batch norm folded into {folded} convolution{'s' if folded != 1 else ''}"
-                     + (f" ({reason})" if reason else ""))
+                     + (f" ({untraceable})" if untraceable else ""))
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         notes.append("channels-last")
@@ -114,9 +124,26 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             notes.append(f"float32: {_name(dtype)} not applied ({why})")
     else:
         notes.append("float32")
+    check = _take_input_check(net)
+    if fuse:
+        why_not = ("torch.compile fuses instead" if compile else "on a CPU only" if device.type != "cpu"
+                   else "this build of torch has no oneDNN" if not torch.backends.mkldnn.is_available()
+                   else "oneDNN has no bfloat16 kernels for this CPU" if chosen == torch.bfloat16
+                   and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                   else untraceable)
+        if why_not:
+            notes.append(f"convolutions not packed ({why_not})")
+        else:
+            net, fused = fuse_convolutions(net, graph)
+            packed = sum(isinstance(m, PackedConv2d) for m in net.modules())
+            notes.append(f"{packed} convolution{'s' if packed != 1 else ''} on packed oneDNN weights, "
+                         f"{fused} with the ReLU or sum after {'it' if fused == 1 else 'them'} fused in")
+    if keep_memory and device.type == "cpu":
+        notes.append(keep_freed_memory()[1])
     if compile:
         notes.append("torch.compile")
-    return OptimizedModel(net, dtype=chosen, channels_last=channels_last, compiled=compile, notes=tuple(notes))
+    return OptimizedModel(net, dtype=chosen, channels_last=channels_last, compiled=compile, notes=tuple(notes),
+                          check=check)
 
 
 def bf16_support(device: torch.device | str = "cpu") -> tuple[bool, str]:
@@ -163,34 +190,40 @@ def fold_batchnorm(model: nn.Module) -> int:
     if model.training:
         raise ValueError("fold_batchnorm needs the model in eval mode (call model.eval() first): folding uses the "
                          "running statistics, which only eval mode uses")
-    folded, reason = _fold(model)
-    if reason and not folded and reason.startswith("not traceable"):
+    graph, reason = _trace(model)
+    if graph is None:
         raise ValueError(f"cannot fold batch norms: {reason}")
-    return folded
+    return _fold(model, graph)
 
 
-def _fold(model: nn.Module) -> tuple[int, str]:
-    """Fold what can be folded; returns the count and, when something was left, why."""
-    pairs, reason = _conv_bn_pairs(model)
+def _fold(model: nn.Module, graph) -> int:
+    """Fold what can be folded (nothing when the net could not be traced); returns the count."""
+    pairs = _conv_bn_pairs(model, graph) if graph is not None else []
     for conv_path, bn_path in pairs:
         conv, bn = model.get_submodule(conv_path), model.get_submodule(bn_path)
         _fold_into(conv, bn)
         parent, _, attr = bn_path.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
-    return len(pairs), reason
+    return len(pairs)
 
 
-def _conv_bn_pairs(model: nn.Module) -> tuple[list[tuple[str, str]], str]:
-    """(convolution, batch norm) module paths where the batch norm's only input is the convolution's output (or
-    passes through eval-mode dropout on its way), that output goes nowhere else, and each module is called once."""
+def _trace(model: nn.Module):
+    """The net's FX graph in eval mode, or None and why it could not be traced."""
     import torch.fx
 
     check = _input_check(model)
     try:  # the graph alone: a GraphModule (symbolic_trace) would also generate and compile its code
         with check.suspended() if check is not None else contextlib.nullcontext():
-            graph = torch.fx.Tracer().trace(model)
+            return torch.fx.Tracer().trace(model), ""
     except Exception as err:  # FX raises many kinds on dynamic control flow; any of them means "not traceable"
-        return [], f"not traceable by torch.fx: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return None, f"not traceable by torch.fx: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def _conv_bn_pairs(model: nn.Module, graph) -> list[tuple[str, str]]:
+    """(convolution, batch norm) module paths where the batch norm's only input is the convolution's output (or
+    passes through eval-mode dropout on its way), that output goes nowhere else, and each module is called once."""
+    import torch.fx
+
     calls: dict[str, int] = {}
     for node in graph.nodes:
         if node.op == "call_module":
@@ -207,7 +240,7 @@ def _conv_bn_pairs(model: nn.Module) -> tuple[list[tuple[str, str]], str]:
                 and calls[source.target] == 1 and calls[node.target] == 1
                 and _foldable(model.get_submodule(node.target))):
             pairs.append((source.target, node.target))
-    return pairs, ""
+    return pairs
 
 
 def _passes_through(model: nn.Module, node) -> bool:

@@ -1,0 +1,174 @@
+"""Convolutions run as oneDNN primitives with packed weights and the ReLU or residual sum after them fused in.
+
+Eager PyTorch on a CPU runs each `nn.Conv2d` through oneDNN but reorders its weights into oneDNN's blocked layout
+on every call, then runs the ReLU and the residual sum as passes of their own over the whole activation. ONNX
+Runtime and inductor's freezing do neither: weights are reordered once, and a convolution's epilogue (the ReLU,
+or the sum with the shortcut and the ReLU after it) is applied to each output tile while it is still in cache.
+`fuse_convolutions` does the same for an eager net: it rewrites the net's FX graph so that each convolution,
+with the ReLU and sum that read only its output, becomes one `PackedConv2d` call, which runs oneDNN's fused
+convolution (`torch.ops.mkldnn._convolution_pointwise`) on weights packed once for the input shape it sees.
+
+The rewrite keeps the arithmetic of the original: a ReLU of a convolution, or of a convolution's output plus
+another tensor of the same shape, computed in one pass instead of two or three, with float32 rounding
+differences only (oneDNN adds the shortcut to the accumulated sum before storing it). CPU only.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PackedConv2d", "fuse_convolutions"]
+
+_RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
+_ADD_FUNCTIONS = {operator.add, torch.add}
+_IN_PLACE_ADDS = {operator.iadd}
+
+
+class PackedConv2d(nn.Module):
+    """`conv`, then optionally `+ other` and a ReLU, in one oneDNN call on weights packed for the input shape.
+
+    `forward(x)` or, when the sum is fused, `forward(x, other)`. The packed weights are made at the first call for
+    each new input shape (the layout oneDNN picks depends on it) and kept; the original weights stay in `.conv`,
+    which is what the state dict, parameter counts and a later repacking read.
+    """
+
+    def __init__(self, conv: nn.Conv2d, *, add: bool = False, relu: bool = False):
+        super().__init__()
+        if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"PackedConv2d takes a plain nn.Conv2d with numeric zero padding, got {conv!r}")
+        self.conv = conv
+        self.add = add
+        self.relu = relu
+        self._packed: tuple[tuple[int, ...], torch.dtype, Tensor] | None = None
+
+    def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:
+        c = self.conv
+        weight = self._weight_for(x)
+        args = (list(c.padding), list(c.stride), list(c.dilation), c.groups)
+        if self.add and other is not None and other.shape == self._output_shape(x) and other.dtype == x.dtype:
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, other, weight, c.bias, *args, "add", 1.0, "relu" if self.relu else None, [], None)
+        out = torch.ops.mkldnn._convolution_pointwise(
+            x, weight, c.bias, *args, "relu" if self.relu and not self.add else "none", [], "")
+        if self.add:  # a sum that broadcasts, or one of another dtype: as the original graph computed it
+            out = out + other
+            if self.relu:
+                out = torch.relu(out)
+        return out
+
+    def _weight_for(self, x: Tensor) -> Tensor:
+        key = (tuple(x.shape), x.dtype)
+        packed = self._packed
+        if packed is None or packed[:2] != key:
+            c = self.conv
+            weight = torch.ops.mkldnn._reorder_convolution_weight(
+                c.weight.detach(), list(c.padding), list(c.stride), list(c.dilation), c.groups, list(x.shape))
+            packed = self._packed = (*key, weight)
+        return packed[2]
+
+    def _output_shape(self, x: Tensor) -> tuple[int, ...]:
+        c = self.conv
+        sides = [(size + 2 * p - d * (k - 1) - 1) // s + 1
+                 for size, p, d, k, s in zip(x.shape[2:], c.padding, c.dilation, c.kernel_size, c.stride)]
+        return (x.shape[0], c.out_channels, *sides)
+
+    def extra_repr(self) -> str:
+        epilogue = " + other" if self.add else ""
+        return f"oneDNN, packed weights{epilogue}{', ReLU' if self.relu else ''}"
+
+
+def fuse_convolutions(model: nn.Module, graph: torch.fx.Graph) -> tuple[torch.fx.GraphModule, int]:
+    """`model` rewritten from its FX `graph` (traced from it in eval mode): identities dropped and every plain
+    convolution made a `PackedConv2d`, with the ReLU, or the sum and ReLU, that alone read its output fused in.
+    Returns the new module (sharing `model`'s parameters) and how many convolutions took an epilogue with them."""
+    import torch.fx
+
+    gm = torch.fx.GraphModule(model, graph)
+    graph = gm.graph
+    for node in list(graph.nodes):  # folded batch norms, and dropout (the net is inference-only): the identity
+        if _is_module(gm, node, (nn.Identity, nn.Dropout, nn.Dropout2d)) and len(node.args) == 1 and not node.kwargs:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    fused = 0
+    for node in list(graph.nodes):
+        if not _is_module(gm, node, (nn.Conv2d,)) or calls[node.target] != 1 or len(node.args) != 1 or node.kwargs:
+            continue
+        conv = gm.get_submodule(node.target)
+        if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            continue
+        chain, other = _epilogue(gm, node)
+        add = other is not None
+        relu = _is_relu(gm, chain[-1])
+        _replace(gm, node.target, PackedConv2d(conv, add=add, relu=relu))
+        if len(chain) > 1:
+            with graph.inserting_after(chain[-1]):
+                call = graph.call_module(node.target, (node.args[0], other) if add else (node.args[0],))
+            chain[-1].replace_all_uses_with(call)
+            for dead in reversed(chain):
+                graph.erase_node(dead)
+            fused += 1
+    graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm, fused
+
+
+def _epilogue(gm, conv_node) -> tuple[list, object]:
+    """The nodes from the convolution to the end of what can be fused after it, and the sum's other operand."""
+    chain, other = [conv_node], None
+    user = _only_user(conv_node)
+    if user is not None and _is_add(user, conv_node):
+        other = user.args[1] if user.args[0] is conv_node else user.args[0]
+        chain.append(user)
+        user = _only_user(user)
+    if user is not None and _is_relu(gm, user):
+        chain.append(user)
+    return chain, other
+
+
+def _only_user(node):
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def _is_add(node, operand) -> bool:
+    """A sum of `operand` and another tensor node, `operand` not read twice; an in-place sum only when it writes
+    into `operand` (writing into the other tensor would change what later reads of it see)."""
+    import torch.fx
+
+    if node.kwargs or len(node.args) != 2:
+        return False
+    a, b = node.args
+    other = b if a is operand else a
+    if not isinstance(other, torch.fx.Node) or other is operand:
+        return False
+    if node.op == "call_function":
+        return node.target in _ADD_FUNCTIONS or (node.target in _IN_PLACE_ADDS and a is operand)
+    if node.op == "call_method":
+        return node.target == "add" or (node.target == "add_" and a is operand)
+    return False
+
+
+def _is_relu(gm, node) -> bool:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) is nn.ReLU and len(node.args) == 1
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCTIONS and len(node.args) == 1 and set(node.kwargs) <= {"inplace"}
+    if node.op == "call_method":
+        return node.target in ("relu", "relu_") and len(node.args) == 1 and not node.kwargs
+    return False
+
+
+def _is_module(gm, node, kinds) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), kinds)
+
+
+def _replace(gm: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, attr = path.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, attr, module)

@@ -1,0 +1,179 @@
+"""Convolutions on packed oneDNN weights with their epilogues fused (cnnzoo.deploy.fusion), and the memory kept
+for reuse (cnnzoo.deploy.memory): the same answers as the eager net, for the patterns that fuse and those that
+must not."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from cnnzoo import create_model
+from cnnzoo.deploy import optimize
+from cnnzoo.deploy.fusion import PackedConv2d
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+
+
+class _Nets:
+    """Small nets, one per pattern; each returns a tensor built from every path so that nothing is dead code."""
+
+    class ConvRelu(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            return self.act(self.conv(x))
+
+    class Bottleneck(nn.Module):  # torchvision's: `out += identity`, then the shared ReLU module
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(8, 8, 1, bias=False)
+            self.conv2 = nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            out = self.relu(self.conv1(x))
+            out = self.conv2(out)
+            out += x
+            return self.relu(out)
+
+    class SumFirst(nn.Module):  # the shortcut on the left of a plain sum, a functional ReLU
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+
+        def forward(self, x):
+            return torch.relu(x + self.conv(x))
+
+    class IntoShortcut(nn.Module):  # `y.add_(conv(x))` writes into y, which is read again: must not fuse
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = x * 1.0
+            y.add_(self.conv(x))
+            return torch.relu(y) + y
+
+    class Augmented(nn.Module):  # FX records `y += conv(x)` as a sum into a new tensor, which it then reads: fuses
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = x * 1.0
+            y += self.conv(x)
+            return y + x
+
+    class Broadcast(nn.Module):  # a sum with a per-channel tensor: fused at trace time, computed as a plain sum
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+            self.shift = nn.Parameter(torch.randn(1, 8, 1, 1))
+
+        def forward(self, x):
+            return (self.conv(x) + self.shift).relu()
+
+    class Shared(nn.Module):  # one convolution called twice, and one output read twice
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+            self.other = nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            y = self.other(x)
+            return torch.relu(self.conv(self.conv(x))) + torch.relu(y) + y
+
+    class Same(nn.Module):  # padding="same" and a reflect-padded convolution: left as they are
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding="same")
+            self.pad = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")
+
+        def forward(self, x):
+            return torch.relu(self.pad(torch.relu(self.conv(x))))
+
+
+# net, input channels, (convolutions packed, packed with an epilogue)
+CASES = {
+    "ConvRelu": (3, 1, 1), "Bottleneck": (8, 2, 2), "SumFirst": (8, 1, 1), "IntoShortcut": (8, 1, 0), "Augmented": (8, 1, 1),
+    "Broadcast": (8, 1, 1), "Shared": (8, 1, 0), "Same": (8, 0, 0),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_each_pattern_fuses_as_it_may_and_agrees_with_eager(name):
+    channels, packed, fused = CASES[name]
+    torch.manual_seed(0)
+    model = getattr(_Nets, name)().eval()
+    x = torch.randn(2, channels, 9, 9)
+    with torch.no_grad():
+        expected = model(x.clone())
+    fast = optimize(model)
+    assert sum(isinstance(m, PackedConv2d) for m in fast.modules()) == packed
+    assert f"with the ReLU or sum after {'it' if fused == 1 else 'them'} fused in" in fast.notes[3]
+    assert fast.notes[3].split(", ")[1].startswith(str(fused))
+    torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)  # the original still answers as it did
+
+
+def test_packed_weights_follow_the_input_shape():
+    torch.manual_seed(0)
+    model = _Nets.Bottleneck().eval()
+    fast = optimize(model)
+    conv = fast.model.conv2
+    for batch, side in ((2, 9), (5, 9), (2, 12), (2, 9)):
+        x = torch.randn(batch, 8, side, side)
+        with torch.no_grad():
+            expected = model(x.clone())
+        torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+        assert conv._packed[0] == (batch, 8, side, side)
+
+
+def test_a_torchvision_bottleneck_net_fuses_every_sum():
+    fast = optimize(create_model("resnet50_v1_5"))
+    packed = [m for m in fast.modules() if isinstance(m, PackedConv2d)]
+    assert len(packed) == 53
+    assert sum(m.add for m in packed) == 16 and sum(m.relu for m in packed) == 49  # each block's last takes the sum; all but the 4 projections a ReLU
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in fast.modules())
+
+
+def test_where_convolutions_are_not_packed_the_notes_say_why():
+    assert "convolutions not packed (torch.compile fuses instead)" in optimize(create_model("lenet5"), compile=True).notes
+    fast = optimize(create_model("resnet20"), fuse=False)
+    assert not any(isinstance(m, PackedConv2d) for m in fast.modules())
+    with pytest.raises(TypeError, match="fuse must be True or False"):
+        optimize(create_model("lenet5"), fuse=1)
+    with pytest.raises(ValueError, match="plain nn.Conv2d with numeric zero padding"):
+        PackedConv2d(nn.Conv2d(3, 3, 3, padding="same"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_freed_memory_is_kept_for_the_next_pass():
+    """In a fresh process: a second pass over 64 MiB tensors faults in fresh pages with the C library's defaults
+    and none once optimize() has raised the thresholds."""
+    code = """if True:
+        import resource, torch
+        from cnnzoo.deploy.memory import keep_freed_memory
+        def faults():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(3):
+                torch.ones(16 * 2**20).add_(1)
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        faults()
+        default = faults()
+        ok, note = keep_freed_memory()
+        faults()
+        print(default, faults(), ok, keep_freed_memory() == (ok, note), note)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    default, kept, ok, same = int(out[0]), int(out[1]), out[2] == "True", out[3] == "True"
+    assert ok and same, out
+    assert default > 3 * 16 * 2**20 * 4 // 4096 // 2  # most of 3 x 16,384 pages faulted each time
+    assert kept < default // 20, (default, kept)
+    assert "freed memory kept for reuse" in " ".join(out[4:])
