@@ -1,6 +1,7 @@
 """What the whole suite shares: the CPU thread count it runs with, and which tests are slow.
 
-Threads. A test session on a CPU that other work keeps busy can slow down 50x or more with torch's default of one
+Threads. Under pytest-xdist (the README's command runs `-n 2`), each worker takes an equal share of the cores.
+Otherwise: a test session on a CPU that other work keeps busy can slow down 50x or more with torch's default of one
 thread per core (every parallel region waits for the thread whose core is taken). So the session measures, at
 start, a small convolutional training step with each candidate count (`cnnzoo.train.threads`, the trainer's own
 choice) and runs with the fastest; `CNNZOO_TEST_THREADS=N` pins it. The header of the run says which.
@@ -78,6 +79,10 @@ def _session_threads() -> int:
     from cnnzoo.train.threads import cpu_candidates, measure_threads
 
     candidates = cpu_candidates()
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # pytest-xdist: the cores are shared out among its workers
+        _CHOICE[0] = f"{max(candidates)} core(s) shared by {workers} pytest-xdist workers"
+        return max(1, max(candidates) // workers)
     if len(candidates) == 1:
         _CHOICE[0] = "one core available"
         return candidates[0]
