@@ -2,6 +2,8 @@
 for reuse (cnnzoo.deploy.memory): the same answers as the eager net, for the patterns that fuse and those that
 must not."""
 
+import copy
+import io
 import subprocess
 import sys
 
@@ -133,6 +135,20 @@ def test_packed_weights_follow_the_input_shape():
             expected = model(x.clone())
         torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
         assert conv._packed[0] == (batch, 8, side, side)
+
+
+def test_a_used_fast_path_copies_and_pickles():
+    """The packed weights (opaque oneDNN tensors) are left out of copies and pickles and packed again when used."""
+    torch.manual_seed(0)
+    fast = optimize(_Nets.Bottleneck().eval())
+    x = torch.randn(2, 8, 9, 9)
+    expected = fast(x)
+    buffer = io.BytesIO()
+    torch.save(fast, buffer)
+    buffer.seek(0)
+    for twin in (copy.deepcopy(fast), torch.load(buffer, weights_only=False)):
+        assert twin.model.conv2._packed is None
+        torch.testing.assert_close(twin(x), expected, rtol=0, atol=0)
 
 
 def test_a_torchvision_bottleneck_net_fuses_every_sum():

@@ -59,6 +59,11 @@ class PackedConv2d(nn.Module):
                 out = torch.relu(out)
         return out
 
+    def __getstate__(self):  # copy.deepcopy and pickle: oneDNN's packed weights have no storage to copy or save
+        state = self.__dict__.copy()
+        state["_packed"] = None  # packed again at the next call
+        return state
+
     def _weight_for(self, x: Tensor) -> Tensor:
         key = (tuple(x.shape), x.dtype)
         packed = self._packed
