@@ -483,6 +483,9 @@ def _measure(task) -> dict:
     memory = _Memory(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what optimize declines it also says in its notes, which the row keeps
+        # the same weights in every configuration of a model: an untrained net's values can change its speed (a
+        # very deep one overflows in eval mode, and subnormal or non-finite arithmetic is slow on a CPU)
+        torch.manual_seed(0)
         model = _build(config.source).to(device)
         call, ran = _prepare(model, config, device)
         del model  # the path holds what it needs
