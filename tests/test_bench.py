@@ -235,3 +235,21 @@ def test_vs_torchvision_gives_a_ratio(capsys):
     assert (ours["model"], theirs["model"], theirs["twin_of"]) == ("resnet18", "torchvision.resnet18", "resnet18")
     assert ours["vs_torchvision"] == pytest.approx(ours["images_per_s"] / theirs["images_per_s"])
     assert theirs["flops_per_image"] == ours["flops_per_image"]  # the same architecture
+
+
+def test_every_configuration_of_a_model_times_the_same_weights(monkeypatch):
+    """An untrained net's values can change its speed (subnormal or non-finite arithmetic is slow on a CPU): each
+    configuration builds the model from the same seed, whatever ran in the process before."""
+    seen = []
+
+    def record(model, config, device):
+        seen.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        return (lambda: None), {"dtype": config.dtype, "memory_format": "contiguous"}
+
+    monkeypatch.setattr(bench, "_prepare", record)
+    for batch in (1, 2):
+        torch.rand(batch)  # the global generator moved on between configurations
+        config = bench.BenchConfig(source="resnet20", label="resnet20", input_size=(3, 32, 32), num_classes=10,
+                                   batch=batch)
+        assert bench._measure((config, 0.0, 1))["status"] == "ok"
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])
