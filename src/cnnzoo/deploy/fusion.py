@@ -20,11 +20,10 @@ import operator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PackedConv2d", "fuse_convolutions"]
+__all__ = ["PackedConv2d", "fuse_convolutions", "module_calls", "replace_module"]
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
-_ADD_FUNCTIONS = {operator.add, torch.add}
-_IN_PLACE_ADDS = {operator.iadd}
+_ADD_FUNCTIONS = {operator.add, torch.add}  # FX records `a += b` on its proxies as operator.add too
 
 
 class PackedConv2d(nn.Module):
@@ -97,10 +96,7 @@ def fuse_convolutions(model: nn.Module, graph: torch.fx.Graph) -> tuple[torch.fx
         if _is_module(gm, node, (nn.Identity, nn.Dropout, nn.Dropout2d)) and len(node.args) == 1 and not node.kwargs:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph)
     fused = 0
     for node in list(graph.nodes):
         if not _is_module(gm, node, (nn.Conv2d,)) or calls[node.target] != 1 or len(node.args) != 1 or node.kwargs:
@@ -111,7 +107,7 @@ def fuse_convolutions(model: nn.Module, graph: torch.fx.Graph) -> tuple[torch.fx
         chain, other = _epilogue(gm, node)
         add = other is not None
         relu = _is_relu(gm, chain[-1])
-        _replace(gm, node.target, PackedConv2d(conv, add=add, relu=relu))
+        replace_module(gm, node.target, PackedConv2d(conv, add=add, relu=relu))
         if len(chain) > 1:
             with graph.inserting_after(chain[-1]):
                 call = graph.call_module(node.target, (node.args[0], other) if add else (node.args[0],))
@@ -143,8 +139,8 @@ def _only_user(node):
 
 
 def _is_add(node, operand) -> bool:
-    """A sum of `operand` and another tensor node, `operand` not read twice; an in-place sum only when it writes
-    into `operand` (writing into the other tensor would change what later reads of it see)."""
+    """A sum of `operand` and another tensor node; an in-place `add_` only when it writes into `operand` (writing
+    into the other tensor would change what later reads of it see)."""
     import torch.fx
 
     if node.kwargs or len(node.args) != 2:
@@ -154,7 +150,7 @@ def _is_add(node, operand) -> bool:
     if not isinstance(other, torch.fx.Node) or other is operand:
         return False
     if node.op == "call_function":
-        return node.target in _ADD_FUNCTIONS or (node.target in _IN_PLACE_ADDS and a is operand)
+        return node.target in _ADD_FUNCTIONS
     if node.op == "call_method":
         return node.target == "add" or (node.target == "add_" and a is operand)
     return False
@@ -174,6 +170,16 @@ def _is_module(gm, node, kinds) -> bool:
     return node.op == "call_module" and isinstance(gm.get_submodule(node.target), kinds)
 
 
-def _replace(gm: nn.Module, path: str, module: nn.Module) -> None:
+def module_calls(graph) -> dict[str, int]:
+    """How many times the FX graph calls each submodule, by path."""
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
+
+
+def replace_module(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Put `module` at `path` (dotted) inside `root`."""
     parent, _, attr = path.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, attr, module)
+    setattr(root.get_submodule(parent) if parent else root, attr, module)

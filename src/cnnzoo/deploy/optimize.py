@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnzoo.checks import InputCheck
-from cnnzoo.deploy.fusion import PackedConv2d, fuse_convolutions
+from cnnzoo.deploy.fusion import PackedConv2d, fuse_convolutions, module_calls, replace_module
 from cnnzoo.deploy.memory import keep_freed_memory
 
 __all__ = ["OptimizedModel", "bf16_support", "fold_batchnorm", "optimize"]
@@ -202,8 +202,7 @@ def _fold(model: nn.Module, graph) -> int:
     for conv_path, bn_path in pairs:
         conv, bn = model.get_submodule(conv_path), model.get_submodule(bn_path)
         _fold_into(conv, bn)
-        parent, _, attr = bn_path.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
+        replace_module(model, bn_path, nn.Identity())
     return len(pairs)
 
 
@@ -224,10 +223,7 @@ def _conv_bn_pairs(model: nn.Module, graph) -> list[tuple[str, str]]:
     passes through eval-mode dropout on its way), that output goes nowhere else, and each module is called once."""
     import torch.fx
 
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    calls = module_calls(graph)
     pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(model.get_submodule(node.target), nn.BatchNorm2d):
