@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnzoo import create_model
 from cnnzoo.deploy import optimize
-from cnnzoo.deploy.fusion import PackedConv2d
+from cnnzoo.deploy.fusion import ConcatBatchNorm, PackedConv2d
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 
@@ -167,6 +167,83 @@ def test_where_convolutions_are_not_packed_the_notes_say_why():
         optimize(create_model("lenet5"), fuse=1)
     with pytest.raises(ValueError, match="plain nn.Conv2d with numeric zero padding"):
         PackedConv2d(nn.Conv2d(3, 3, 3, padding="same"))
+
+
+class _Concat(nn.Module):
+    """A dense layer's input (concatenation, batch norm, ReLU), one without its ReLU, and one whose concatenation
+    is read twice (must not be changed in place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1)
+        self.norm1, self.norm2, self.norm3 = nn.BatchNorm2d(10), nn.BatchNorm2d(16), nn.BatchNorm2d(10)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = self.relu(self.norm1(torch.cat([x, y], 1)))
+        b = self.norm2(torch.cat([a, y], dim=1))
+        c = torch.cat([x, y], 1)
+        return b.sum(1, keepdim=True) + self.norm3(c) + c
+
+
+def _randomise_norms(model: nn.Module) -> nn.Module:
+    """Running statistics and affine parameters that are not the identity, so that a dropped batch norm shows."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(-1.5, 1.5)  # negative scales too: the ReLU must follow the affine map
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def test_a_concatenation_read_only_by_a_batch_norm_takes_it_in_place():
+    torch.manual_seed(0)
+    model = _randomise_norms(_Concat())
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        expected = model(x)
+    fast = optimize(model)
+    fused = [m for m in fast.modules() if isinstance(m, ConcatBatchNorm)]
+    assert [m.relu for m in fused] == [True, False]  # norm3's concatenation is also read by the sum: left alone
+    assert "2 concatenations with the batch norm after them applied in place" in fast.notes
+    torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)  # the original's batch norms are untouched
+
+
+def test_concat_batch_norm_is_the_batch_norm_in_every_dtype_it_is_moved_to():
+    torch.manual_seed(0)
+    norm = _randomise_norms(nn.Sequential(nn.BatchNorm2d(6)))[0]
+    parts = [torch.randn(3, 2, 5, 5), torch.randn(3, 4, 5, 5)]
+    fused = ConcatBatchNorm(norm, relu=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(parts), torch.relu(norm(torch.cat(parts, 1))), rtol=1e-5, atol=1e-5)
+        low = copy.deepcopy(fused).to(torch.bfloat16)
+        expected = torch.relu(norm(torch.cat(parts, 1)))
+        got = low([p.bfloat16() for p in parts])
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=2e-2)
+        # parts of another dtype than the module's: what nn.BatchNorm2d does with them (here, it refuses them)
+        wide = [p.double() for p in parts]
+        with pytest.raises(RuntimeError, match="mixed dtype"):
+            norm(torch.cat(wide, 1))
+        with pytest.raises(RuntimeError, match="mixed dtype"):
+            fused(wide)
+        torch.testing.assert_close(fused.double()(wide), torch.relu(norm(torch.cat(wide, 1))))
+    assert {k for k in fused.state_dict()} == {f"norm.{k}" for k in norm.state_dict()}
+    with pytest.raises(ValueError, match="running statistics"):
+        ConcatBatchNorm(nn.BatchNorm2d(3, track_running_stats=False))
+
+
+def test_densenet_applies_every_batch_norm_after_a_concatenation_in_place():
+    """DenseNet-121: 58 dense layers (6 + 12 + 24 + 16), 3 transitions and the final batch norm each read a fresh
+    concatenation (Huang et al. 2017, Table 1); their convolutions' own batch norms fold instead."""
+    fast = optimize(create_model("densenet121"))
+    fused = [m for m in fast.modules() if isinstance(m, ConcatBatchNorm)]
+    assert len(fused) == 58 + 3 + 1
+    assert not any(isinstance(m, nn.BatchNorm2d) and not any(m is f.norm for f in fused) for m in fast.modules())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")

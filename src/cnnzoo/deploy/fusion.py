@@ -11,6 +11,11 @@ convolution (`torch.ops.mkldnn._convolution_pointwise`) on weights packed once f
 The rewrite keeps the arithmetic of the original: a ReLU of a convolution, or of a convolution's output plus
 another tensor of the same shape, computed in one pass instead of two or three, with float32 rounding
 differences only (oneDNN adds the shortcut to the accumulated sum before storing it). CPU only.
+
+`fuse_concat_norms` handles the other costly pattern, DenseNet's: a channel concatenation read only by a batch
+norm (and a ReLU). The batch norm cannot fold into a convolution (none precedes it), and eval-mode batch norm
+writes a new tensor the size of the whole concatenation, for every layer of a dense block. `ConcatBatchNorm`
+scales and shifts the fresh concatenation in place while it is still in cache, and applies the ReLU in place.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import operator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PackedConv2d", "fuse_convolutions", "module_calls", "replace_module"]
+__all__ = ["PackedConv2d", "ConcatBatchNorm", "fuse_convolutions", "fuse_concat_norms", "module_calls",
+           "replace_module"]
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
 _ADD_FUNCTIONS = {operator.add, torch.add}  # FX records `a += b` on its proxies as operator.add too
@@ -84,6 +90,44 @@ class PackedConv2d(nn.Module):
         return f"oneDNN, packed weights{epilogue}{', ReLU' if self.relu else ''}"
 
 
+class ConcatBatchNorm(nn.Module):
+    """`torch.cat(parts, 1)`, then `norm` in eval mode (and a ReLU), the last two in place on the concatenation.
+
+    The batch norm is its affine form, x * scale + shift per channel (scale = weight / sqrt(running_var + eps),
+    shift = bias - running_mean * scale), computed from `norm` when the module is made and kept as buffers that
+    follow `.to()`; `norm` itself stays, for the state dict and parameter counts.
+    """
+
+    def __init__(self, norm: nn.BatchNorm2d, *, relu: bool = False):
+        super().__init__()
+        if type(norm) is not nn.BatchNorm2d or norm.running_mean is None or norm.running_var is None:
+            raise ValueError(f"ConcatBatchNorm takes an nn.BatchNorm2d with running statistics, got {norm!r}")
+        self.norm = norm
+        self.relu = relu
+        with torch.no_grad():
+            mean, var = norm.running_mean.float(), norm.running_var.float()
+            scale = torch.rsqrt(var + norm.eps)
+            if norm.weight is not None:
+                scale = scale * norm.weight.float()
+            shift = -mean * scale
+            if norm.bias is not None:
+                shift = shift + norm.bias.float()
+        dtype = norm.running_mean.dtype
+        self.register_buffer("scale", scale.to(dtype).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.to(dtype).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, parts: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+        z = torch.cat(parts, 1)
+        if z.dim() != 4 or z.shape[1] != self.scale.shape[1] or z.dtype != self.scale.dtype:
+            z = self.norm(z)  # not the shapes or dtype the affine form was made for: as the original computed it
+            return torch.relu_(z) if self.relu else z
+        torch.addcmul(self.shift, z, self.scale, out=z)  # z is this call's own tensor: nothing else reads it
+        return z.relu_() if self.relu else z
+
+    def extra_repr(self) -> str:
+        return f"concatenation, batch norm in place{', ReLU' if self.relu else ''}"
+
+
 def fuse_convolutions(model: nn.Module, graph: torch.fx.Graph) -> tuple[torch.fx.GraphModule, int]:
     """`model` rewritten from its FX `graph` (traced from it in eval mode): identities dropped and every plain
     convolution made a `PackedConv2d`, with the ReLU, or the sum and ReLU, that alone read its output fused in.
@@ -119,6 +163,46 @@ def fuse_convolutions(model: nn.Module, graph: torch.fx.Graph) -> tuple[torch.fx
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm, fused
+
+
+def fuse_concat_norms(gm: torch.fx.GraphModule) -> int:
+    """Rewrite, in place, every `torch.cat(parts, 1)` read only by an eval-mode `nn.BatchNorm2d` (itself read only
+    by, or by nothing but, a ReLU) into one `ConcatBatchNorm` call. Returns how many were rewritten."""
+    graph = gm.graph
+    calls = module_calls(graph)
+    done = 0
+    for node in list(graph.nodes):
+        if not (node.op == "call_function" and node.target is torch.cat and _cat_dim(node) == 1
+                and isinstance(node.args[0], (list, tuple)) and len(node.users) == 1):
+            continue
+        norm_node = _only_user(node)
+        if not (_is_module(gm, norm_node, (nn.BatchNorm2d,)) and calls[norm_node.target] == 1
+                and norm_node.args == (node,) and not norm_node.kwargs):
+            continue
+        norm = gm.get_submodule(norm_node.target)
+        if type(norm) is not nn.BatchNorm2d or norm.training or norm.running_mean is None:
+            continue
+        relu_node = _only_user(norm_node)
+        relu = relu_node is not None and _is_relu(gm, relu_node)
+        last = relu_node if relu else norm_node
+        replace_module(gm, norm_node.target, ConcatBatchNorm(norm, relu=relu))
+        with graph.inserting_after(last):
+            call = graph.call_module(norm_node.target, (node.args[0],))
+        last.replace_all_uses_with(call)
+        for dead in ([relu_node] if relu else []) + [norm_node, node]:
+            graph.erase_node(dead)
+        done += 1
+    if done:
+        graph.lint()
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return done
+
+
+def _cat_dim(node) -> int | None:
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    extra = set(node.kwargs) - {"dim"}
+    return dim if isinstance(dim, int) and not extra and len(node.args) <= 2 else None
 
 
 def _epilogue(gm, conv_node) -> tuple[list, object]:

@@ -11,7 +11,8 @@ What it does, each step optional:
 - converts to bfloat16 (or float16 on CUDA) where the device computes in it natively: on a CPU that means
   AVX-512-BF16 or AMX; elsewhere bfloat16 would be emulated and slower, so float32 is kept and the notes say so;
 - on a CPU, runs each convolution as a oneDNN primitive on weights packed once, with the ReLU, or the residual
-  sum and the ReLU, that alone read its output computed in the same pass (`cnnzoo.deploy.fusion`), and keeps
+  sum and the ReLU, that alone read its output computed in the same pass (`cnnzoo.deploy.fusion`), applies a
+  batch norm (and ReLU) that alone reads a fresh concatenation in place on it (DenseNet's layers), and keeps
   freed memory in the process for the next pass instead of faulting in fresh pages every time
   (`cnnzoo.deploy.memory`; process-wide, as ONNX Runtime's arena is for its sessions);
 - compiles with `torch.compile` on request, with inductor's freezing (weights become constants: packed once for
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnzoo.checks import InputCheck
-from cnnzoo.deploy.fusion import PackedConv2d, fuse_convolutions, module_calls, replace_module
+from cnnzoo.deploy.fusion import PackedConv2d, fuse_concat_norms, fuse_convolutions, module_calls, replace_module
 from cnnzoo.deploy.memory import keep_freed_memory
 
 __all__ = ["OptimizedModel", "bf16_support", "fold_batchnorm", "optimize"]
@@ -138,6 +139,10 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             packed = sum(isinstance(m, PackedConv2d) for m in net.modules())
             notes.append(f"{packed} convolution{'s' if packed != 1 else ''} on packed oneDNN weights, "
                          f"{fused} with the ReLU or sum after {'it' if fused == 1 else 'them'} fused in")
+            normed = fuse_concat_norms(net)
+            if normed:
+                notes.append(f"{normed} concatenation{'s' if normed != 1 else ''} with the batch norm after "
+                             f"{'it' if normed == 1 else 'them'} applied in place")
     if keep_memory and device.type == "cpu":
         notes.append(keep_freed_memory()[1])
     if compile:
