@@ -253,3 +253,29 @@ def test_every_configuration_of_a_model_times_the_same_weights(monkeypatch):
                                    batch=batch)
         assert bench._measure((config, 0.0, 1))["status"] == "ok"
     assert len(seen) == 2 and torch.equal(seen[0], seen[1])
+
+
+def test_the_server_builds_each_model_once_and_the_peak_still_counts_its_weights():
+    """Configurations of one model fork from the server that built it; the weights count in each peak as if the
+    configuration had built them, and a path that copies the model (the fast path) does not count them twice."""
+    weights = sum(p.numel() * p.element_size() for p in cnnzoo.create_model("alexnet").parameters())  # 244 MB
+    results = []
+    for path in ("eager", "fast"):
+        (config,) = bench.plan(["alexnet"], paths=[path], threads=1)
+        results.append(bench._in_child(bench._measure, (config, 0.0, 1)))
+    eager, fast = results
+    assert eager["built"] == fast["built"] == "server", (eager, fast)
+    assert weights <= eager["peak"] < weights * 1.5
+    assert weights <= fast["peak"] < weights * 1.5  # the server's copy goes once the fast path has its own
+
+
+@pytest.mark.slow
+def test_children_of_the_server_run_with_several_threads_after_it_built_a_model():
+    """The server builds on one thread, so no OpenMP pool exists when it forks: a child using two threads would
+    hang at its first parallel region otherwise. In a process of its own, with a deadline."""
+    command = [sys.executable, "-c", "from cnnzoo.cli import main; main()", "bench", "resnet20", "--batch", "1,2",
+               "--threads", "2", "--min-time", "0.01", "--min-repeats", "1", "--format", "csv"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(line for line in done.stdout.splitlines() if not line.startswith("#")))
+    assert [(r["batch"], r["status"]) for r in rows] == [("1", "ok"), ("2", "ok")]

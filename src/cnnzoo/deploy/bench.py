@@ -15,10 +15,12 @@ both `min_time` seconds and `min_repeats` calls are reached; a CUDA device is sy
 The row gives the median latency, its 10th and 90th percentiles and images/s = batch / median.
 
 Isolation and memory: on the CPU every configuration runs in a process of its own, forked from a server
-process that has imported torch and never computed (so no thread pool is inherited half-alive; forking the
-caller itself would hang a child whenever the caller had used OpenMP). The child notes its RSS, builds the model
-and its path (the fast path's copy, the ONNX Runtime session), gives freed memory back (malloc_trim) and resets
-its peak RSS (`/proc/self/clear_refs`), then runs; `peak_memory_bytes` is its highest RSS (VmHWM) less the RSS
+process that has imported torch and never started a thread pool (a fork of a process that has used OpenMP hangs
+at its first parallel region, so the caller itself is never forked). The server builds each model once, on one
+thread (where no parallel region starts), and every configuration of that model is forked from it with the
+weights already in place: building, not timing, was most of a short configuration's time. The child builds the
+path (the fast path's copy, the ONNX Runtime session), gives freed memory back (malloc_trim) and resets its peak
+RSS (`/proc/self/clear_refs`), then runs; `peak_memory_bytes` is its highest RSS (VmHWM) less the server's RSS
 before the model was built: weights, what the path keeps, input, activations, workspaces, and a training step's
 gradients and momentum. A child that dies (out of memory, a crash) gives a row with the reason. On CUDA the
 configurations run in this process, one after the other (a fresh CUDA context each would cost more than the
@@ -395,11 +397,17 @@ def _serve() -> None:
         signal.signal(s, signal.SIG_IGN)
     channel_in, channel_out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but messages on the channel
+    # the objects made so far (torch's and cnnzoo's modules, classes, functions) are shared with every child; a
+    # child's garbage collections would otherwise walk them all, writing to their pages (a copy of each page per
+    # child) and taking 0.15-0.2 s each time
+    gc.freeze()
     while True:
         try:
             target, task = _receive(channel_in)
         except EOFError:
             return
+        if target is _measure:
+            _hold(task[0])
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -412,6 +420,60 @@ def _serve() -> None:
         _, status = os.waitpid(pid, 0)
         result = pickle.loads(data) if data else {"status": _death(status)}
         _send(channel_out, ("result", result))
+
+
+@dataclass
+class _Held:
+    """The model the server built for the configurations it is measuring: its source, the model (None when the
+    build failed there: each child then builds it and reports why it fails) and the anonymous memory the build
+    added to the server (its weights and objects: a child starts with these pages mapped, as if it had built it)."""
+    source: str
+    model: torch.nn.Module | None
+    size: int | None
+
+
+_HELD: _Held | None = None
+
+
+def _hold(config: BenchConfig) -> None:
+    """In the server: have `config`'s model built, once for all its configurations (CPU ones; a model built here
+    on one thread starts no thread pool, so the children forked from here stay sound)."""
+    global _HELD
+    if config.device != "cpu" or (_HELD is not None and _HELD.source == config.source):
+        return
+    gc.unfreeze()  # the last model goes with its objects
+    _HELD = None
+    gc.collect()
+    _trim()
+    before, size, model = None, None, None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.suppress(OSError):
+            before = _status_bytes("RssAnon")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)  # the same weights in every configuration of a model (see _measure)
+            model = _build(config.source)
+    except Exception:  # each child builds it again and says why it fails
+        model = None
+    finally:
+        torch.set_num_threads(threads)
+    if model is not None and before is not None:
+        with contextlib.suppress(OSError):
+            size = max(0, _status_bytes("RssAnon") - before)
+    _HELD = _Held(config.source, model, size)
+    gc.freeze()
+
+
+def _take_held(source: str) -> tuple[torch.nn.Module | None, int | None]:
+    """In a child: the server's model of `source` and its memory, if it built one; this process's reference is
+    then the model's only one, so a path that copies the model frees it."""
+    global _HELD
+    held, _HELD = _HELD, None
+    if held is None or held.source != source or held.model is None:
+        return None, None
+    return held.model, held.size
 
 
 def _child(target, task, write_end: int) -> None:
@@ -480,18 +542,23 @@ def _measure(task) -> dict:
     torch.set_num_threads(config.threads)
     device = torch.device(config.device)
     _import_libraries(config)
-    memory = _Memory(device)
+    model, size = _take_held(config.source)  # built by the server (this process is its fork), or None
+    built = "here" if model is None else "server"
+    memory = _Memory(device, built=size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what optimize declines it also says in its notes, which the row keeps
-        # the same weights in every configuration of a model: an untrained net's values can change its speed (a
-        # very deep one overflows in eval mode, and subnormal or non-finite arithmetic is slow on a CPU)
-        torch.manual_seed(0)
-        model = _build(config.source).to(device)
+        if model is not None:
+            model = model.to(device)
+        else:
+            # the same weights in every configuration of a model: an untrained net's values can change its speed
+            # (a very deep one overflows in eval mode; subnormal or non-finite arithmetic is slow on a CPU)
+            torch.manual_seed(0)
+            model = _build(config.source).to(device)
         call, ran = _prepare(model, config, device)
         del model  # the path holds what it needs
         memory.ready()
         times = _time(call, device, min_time, min_repeats, warm=2 if config.path == "compile" else 1)
-    return {"status": "ok", "times": times, "peak": memory.peak(), **ran}
+    return {"status": "ok", "times": times, "peak": memory.peak(), "built": built, **ran}
 
 
 def _import_libraries(config: BenchConfig) -> None:
@@ -595,7 +662,9 @@ class _Memory:
     the model and its path are ready, so a path's one-off preparation, an ONNX export, is not counted, while
     everything it keeps is), the caching allocator's peak on CUDA."""
 
-    def __init__(self, device):
+    def __init__(self, device, *, built: int | None = None):
+        """`built`: the memory of a model that this process started with (the server built it), which the peak
+        counts as it counts a model built here."""
         self.device = device
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -603,7 +672,7 @@ class _Memory:
             torch.cuda.reset_peak_memory_stats(device)
             return
         try:
-            self.base = _status_bytes("VmRSS")
+            self.base = _status_bytes("VmRSS") - (built or 0)
         except OSError:
             self.base = None
 
@@ -612,10 +681,7 @@ class _Memory:
         if self.device.type == "cuda" or self.base is None:
             return
         gc.collect()
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None).malloc_trim(0)  # glibc keeps freed memory in the process otherwise
+        _trim()
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # the peak RSS (VmHWM) starts again from the current RSS
@@ -629,6 +695,14 @@ class _Memory:
         if self.base is None:
             return None
         return max(0, _status_bytes("VmHWM") - self.base)
+
+
+def _trim() -> None:
+    """Give freed memory back to the system (glibc keeps it in the process otherwise)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _status_bytes(key: str) -> int:
