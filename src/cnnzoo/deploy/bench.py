@@ -20,9 +20,9 @@ at its first parallel region, so the caller itself is never forked). The server 
 thread (where no parallel region starts), and every configuration of that model is forked from it with the
 weights already in place: building, not timing, was most of a short configuration's time. The child builds the
 path (the fast path's copy, the ONNX Runtime session), gives freed memory back (malloc_trim) and resets its peak
-RSS (`/proc/self/clear_refs`), then runs; `peak_memory_bytes` is its highest RSS (VmHWM) less the server's RSS
-before the model was built: weights, what the path keeps, input, activations, workspaces, and a training step's
-gradients and momentum. A child that dies (out of memory, a crash) gives a row with the reason. On CUDA the
+RSS (`/proc/self/clear_refs`), then runs; `peak_memory_bytes` is its highest RSS (VmHWM) less what its RSS would
+have been before the model was built (its starting RSS less the anonymous memory the build added to the server):
+weights, what the path keeps, input, activations, workspaces, and a training step's gradients and momentum. A child that dies (out of memory, a crash) gives a row with the reason. On CUDA the
 configurations run in this process, one after the other (a fresh CUDA context each would cost more than the
 run), and the peak is `torch.cuda.max_memory_allocated` less what was allocated before the model was built.
 
