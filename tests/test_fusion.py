@@ -262,13 +262,14 @@ def test_freed_memory_is_kept_for_the_next_pass():
         default = faults()
         ok, note = keep_freed_memory()
         faults()
-        print(default, faults(), ok, keep_freed_memory() == (ok, note), note)
+        print(default, min(faults() for _ in range(3)), ok, keep_freed_memory() == (ok, note), note)
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     default, kept, ok, same = int(out[0]), int(out[1]), out[2] == "True", out[3] == "True"
     assert ok and same, out
     assert default > 3 * 16 * 2**20 * 4 // 4096 // 2  # most of 3 x 16,384 pages faulted each time
-    # alone this gives 0 faults; in a fresh-clone CI run beside another xdist worker one pass in three still
-    # faulted (49,155 against 32,768: cause not found), so the test asks for fewer, not for none
-    assert kept <= default * 3 // 4, (default, kept)
+    # the best of three passes: alone every pass faults none, but while another process churns through memory a
+    # pass now and then faults one or two of the tensors in again (seen in a CI run beside another xdist worker,
+    # and reproduced beside a process allocating and freeing 1.3 GB in a loop: 16,384 faults in one pass of 18)
+    assert kept < default // 8, (default, kept)
     assert "freed memory kept for reuse" in " ".join(out[4:])
