@@ -166,8 +166,9 @@ def fuse_convolutions(model: nn.Module, graph: torch.fx.Graph) -> tuple[torch.fx
 
 
 def fuse_concat_norms(gm: torch.fx.GraphModule) -> int:
-    """Rewrite, in place, every `torch.cat(parts, 1)` read only by an eval-mode `nn.BatchNorm2d` (itself read only
-    by, or by nothing but, a ReLU) into one `ConcatBatchNorm` call. Returns how many were rewritten."""
+    """Rewrite, in place, every `torch.cat(parts, 1)` read only by an eval-mode `nn.BatchNorm2d` into one
+    `ConcatBatchNorm` call, which takes the ReLU after the batch norm too when that ReLU is its only reader.
+    Returns how many were rewritten."""
     graph = gm.graph
     calls = module_calls(graph)
     done = 0
