@@ -449,6 +449,7 @@ def _hold(config: BenchConfig) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        _import_builders(config.source)  # torchvision's code is not its model's memory
         with contextlib.suppress(OSError):
             before = _status_bytes("RssAnon")
         with warnings.catch_warnings():
@@ -568,11 +569,17 @@ def _import_libraries(config: BenchConfig) -> None:
 
     names = {"onnxruntime": ["onnxruntime", "onnx", "onnxscript", "torch.onnx", "cnnzoo.deploy.onnx"],
              "compile": ["torch._dynamo", "torch._inductor.compile_fx"]}.get(config.path, [])
-    if config.source.startswith(TORCHVISION):
-        names.append("torchvision")
+    _import_builders(config.source)
     for name in names:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+
+
+def _import_builders(source: str) -> None:
+    """Import the library that builds `source` (torchvision for its own models), before the memory baseline."""
+    if source.startswith(TORCHVISION):
+        with contextlib.suppress(ImportError):
+            import torchvision  # noqa: F401
 
 
 def _build(source: str) -> torch.nn.Module:
