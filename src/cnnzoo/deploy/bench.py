@@ -454,7 +454,6 @@ def _hold(config: BenchConfig) -> None:
             before = _status_bytes("RssAnon")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.manual_seed(0)  # the same weights in every configuration of a model (see _measure)
             model = _build(config.source)
     except Exception:  # each child builds it again and says why it fails
         model = None
@@ -551,9 +550,6 @@ def _measure(task) -> dict:
         if model is not None:
             model = model.to(device)
         else:
-            # the same weights in every configuration of a model: an untrained net's values can change its speed
-            # (a very deep one overflows in eval mode; subnormal or non-finite arithmetic is slow on a CPU)
-            torch.manual_seed(0)
             model = _build(config.source).to(device)
         call, ran = _prepare(model, config, device)
         del model  # the path holds what it needs
@@ -583,9 +579,13 @@ def _import_builders(source: str) -> None:
 
 
 def _build(source: str) -> torch.nn.Module:
+    """The model, from the same seed every time: an untrained net's values can change its speed (a very deep one
+    overflows in eval mode; subnormal or non-finite arithmetic is slow on a CPU), so every configuration of a model,
+    built here or in the server, times the same weights."""
     from cnnzoo.registry import create_model
     from cnnzoo.train.checkpoint import is_checkpoint_path, model_from_checkpoint
 
+    torch.manual_seed(0)
     if source.startswith(TORCHVISION):
         import torchvision
 
