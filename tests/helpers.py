@@ -60,3 +60,17 @@ def with_running_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
             for m in norms:
                 m.running_var.mul_(4)
     return model.eval()
+
+
+def randomise_norms(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Batch norms with non-trivial affine weights (negative ones too) and running statistics, so that eval mode
+    tests more than the identity. In place; returns the module."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return module

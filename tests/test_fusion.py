@@ -14,6 +14,7 @@ from torch import nn
 from cnnzoo import create_model
 from cnnzoo.deploy import optimize
 from cnnzoo.deploy.fusion import ConcatBatchNorm, PackedConv2d
+from helpers import randomise_norms
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 
@@ -187,20 +188,9 @@ class _Concat(nn.Module):
         return b.sum(1, keepdim=True) + self.norm3(c) + c
 
 
-def _randomise_norms(model: nn.Module) -> nn.Module:
-    """Running statistics and affine parameters that are not the identity, so that a dropped batch norm shows."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(-1.5, 1.5)  # negative scales too: the ReLU must follow the affine map
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model.eval()
-
-
 def test_a_concatenation_read_only_by_a_batch_norm_takes_it_in_place():
     torch.manual_seed(0)
-    model = _randomise_norms(_Concat())
+    model = randomise_norms(_Concat()).eval()
     x = torch.randn(2, 4, 7, 7)
     with torch.no_grad():
         expected = model(x)
@@ -215,7 +205,7 @@ def test_a_concatenation_read_only_by_a_batch_norm_takes_it_in_place():
 
 def test_concat_batch_norm_is_the_batch_norm_in_every_dtype_it_is_moved_to():
     torch.manual_seed(0)
-    norm = _randomise_norms(nn.Sequential(nn.BatchNorm2d(6)))[0]
+    norm = randomise_norms(nn.Sequential(nn.BatchNorm2d(6))).eval()[0]
     parts = [torch.randn(3, 2, 5, 5), torch.randn(3, 4, 5, 5)]
     fused = ConcatBatchNorm(norm, relu=True)
     with torch.no_grad():

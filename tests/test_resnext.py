@@ -19,6 +19,7 @@ from cnnzoo.models.resnext import (
     SeparatePathsBlock,
     convert_blocks,
 )
+from helpers import randomise_norms
 
 FORMS = (SeparatePathsBlock, EarlyConcatBlock, GroupedConvBlock)  # Fig. 3 (a), (b), (c)
 ATOL = 1e-5  # the forms sum the same products in different orders
@@ -27,19 +28,6 @@ ATOL = 1e-5  # the forms sum the same products in different orders
 def _meta(name, **kwargs):
     with torch.device("meta"):
         return create_model(name, **kwargs)
-
-
-def _randomise_norms(module, seed=0):
-    """BN with non-trivial affine weights and running statistics, so eval mode tests more than the identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.randn(m.num_features, generator=g))
-                m.bias.copy_(torch.randn(m.num_features, generator=g))
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return module
 
 
 def _grouped_state(block):
@@ -55,7 +43,7 @@ SHAPES = [(24, 24, 4, 2, 1), (8, 24, 3, 4, 1), (16, 32, 4, 3, 2)]
 def test_three_forms_compute_the_same_function(shape, mode):
     c_in, c_out, cardinality, width, stride = shape
     torch.manual_seed(0)
-    reference = _randomise_norms(GroupedConvBlock(c_in, c_out, cardinality=cardinality, bottleneck_width=width,
+    reference = randomise_norms(GroupedConvBlock(c_in, c_out, cardinality=cardinality, bottleneck_width=width,
                                                   stride=stride))
     x0 = torch.randn(2, c_in, 9, 9)
     outputs, grads, states = [], [], []
@@ -78,7 +66,7 @@ def test_three_forms_compute_the_same_function(shape, mode):
 @pytest.mark.parametrize("form", FORMS)
 def test_conversion_round_trip_is_exact(form):
     torch.manual_seed(1)
-    grouped = _randomise_norms(GroupedConvBlock(16, 32, cardinality=4, bottleneck_width=3, stride=2))
+    grouped = randomise_norms(GroupedConvBlock(16, 32, cardinality=4, bottleneck_width=3, stride=2))
     back = grouped.as_form(form).as_form(GroupedConvBlock)
     expected = grouped.state_dict()
     assert back.state_dict().keys() == expected.keys()
@@ -110,7 +98,7 @@ def test_paper_eqn_4_template_is_about_70k():
 
 def test_converted_network_agrees():
     torch.manual_seed(2)
-    small = _randomise_norms(CifarResNeXt(cardinality=2, bottleneck_width=2, num_classes=5)).eval()
+    small = randomise_norms(CifarResNeXt(cardinality=2, bottleneck_width=2, num_classes=5)).eval()
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         expected = small(x)
@@ -242,7 +230,7 @@ def test_resnext29_stochastic_depth_decays_linearly():
 
 def test_dropped_block_is_the_shortcut_and_eval_scales_the_branch(monkeypatch):
     torch.manual_seed(3)
-    block = _randomise_norms(GroupedConvBlock(8, 16, cardinality=2, bottleneck_width=2, stride=2,
+    block = randomise_norms(GroupedConvBlock(8, 16, cardinality=2, bottleneck_width=2, stride=2,
                                               survival_prob=0.5))
     x = torch.randn(2, 8, 8, 8)
     block.eval()
