@@ -281,3 +281,15 @@ def test_children_of_the_server_run_with_several_threads_after_it_built_a_model(
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(line for line in done.stdout.splitlines() if not line.startswith("#")))
     assert [(r["batch"], r["status"]) for r in rows] == [("1", "ok"), ("2", "ok")]
+
+
+def test_a_smaller_input_than_the_native_one_has_a_smaller_peak():
+    """At a size other than its native one, a model's input check first runs it on the meta device, importing
+    torch's shape machinery (~170 MB of code): the server does that before forking, so the peak is the model's."""
+    peaks = {}
+    for size in ((3, 224, 224), (3, 64, 64)):
+        (config,) = bench.plan(["resnet18"], paths=["eager"], threads=1, input_size=size)
+        result = bench._in_child(bench._measure, (config, 0.0, 1))
+        assert result["status"] == "ok", result
+        peaks[size] = result["peak"]
+    assert peaks[(3, 64, 64)] <= peaks[(3, 224, 224)], peaks

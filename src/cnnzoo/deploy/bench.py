@@ -439,7 +439,10 @@ def _hold(config: BenchConfig) -> None:
     """In the server: have `config`'s model built, once for all its configurations (CPU ones; a model built here
     on one thread starts no thread pool, so the children forked from here stay sound)."""
     global _HELD
-    if config.device != "cpu" or (_HELD is not None and _HELD.source == config.source):
+    if config.device != "cpu":
+        return
+    if _HELD is not None and _HELD.source == config.source:
+        _settle_input_check(_HELD.model, config)
         return
     gc.unfreeze()  # the last model goes with its objects
     _HELD = None
@@ -463,7 +466,29 @@ def _hold(config: BenchConfig) -> None:
         with contextlib.suppress(OSError):
             size = max(0, _status_bytes("RssAnon") - before)
     _HELD = _Held(config.source, model, size)
+    _settle_input_check(model, config)
     gc.freeze()
+
+
+def _settle_input_check(model: torch.nn.Module | None, config: BenchConfig) -> None:
+    """In the server: let the model's input check judge the configuration's input size now. At a size other than
+    the native one its first call runs the model on the meta device, which imports torch's shape machinery (some
+    170 MB of Python code, once per process); done in a child, that would count as the model's memory. The
+    check keeps its answer, which every child inherits; a size that does not fit is left for the child to report."""
+    from cnnzoo.analysis.rules import input_check
+
+    check = input_check(model) if model is not None else None
+    if check is None:
+        return
+    was_training, threads = model.training, torch.get_num_threads()
+    torch.set_num_threads(1)  # shapes only, but no thread pool may start here whatever the meta kernels do
+    try:
+        model.train(config.mode == "train")  # the check's answer is per mode (batch norm's batch rule)
+        with contextlib.suppress(Exception):
+            check(model, (torch.empty(2, *config.input_size, device="meta"),))
+    finally:
+        model.train(was_training)
+        torch.set_num_threads(threads)
 
 
 def _take_held(source: str) -> tuple[torch.nn.Module | None, int | None]:
