@@ -236,6 +236,59 @@ def test_densenet_applies_every_batch_norm_after_a_concatenation_in_place():
     assert not any(isinstance(m, nn.BatchNorm2d) and not any(m is f.norm for f in fused) for m in fast.modules())
 
 
+class _DenseBlock(nn.Module):
+    """A dense block as DenseNet writes it: every layer reads the concatenation of all maps so far through a batch
+    norm and a ReLU; `extra` gives the second map another reader, which must keep the concatenations as they are."""
+
+    def __init__(self, first=4, growth=3, layers=3, extra=False):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.BatchNorm2d(first + i * growth) for i in range(layers + 1))
+        self.convs = nn.ModuleList(nn.Conv2d(first + i * growth, growth, 3, padding=1) for i in range(layers))
+        self.extra = extra
+
+    def forward(self, x):
+        maps = [x]
+        for norm, conv in zip(self.norms, self.convs):
+            maps.append(conv(torch.relu(norm(torch.cat(maps, 1)))))
+        out = self.norms[-1](torch.cat(maps, 1))
+        return out + maps[1].mean() if self.extra else out
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_a_dense_block_concatenates_into_one_buffer(channels_last):
+    torch.manual_seed(0)
+    model = randomise_norms(_DenseBlock()).eval()
+    fast = optimize(model, channels_last=channels_last)
+    assert "1 dense block concatenating into one buffer" in fast.notes
+    assert "torch.cat" not in fast.model.code  # each map is copied once, into its channels of the buffer
+    for shape in ((2, 4, 7, 7), (1, 4, 5, 9)):
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = model(x)
+        # a batch norm that wrote into its view of the buffer would change the next layer's input
+        torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_dense_block_whose_map_has_another_reader_keeps_its_concatenations():
+    torch.manual_seed(0)
+    model = randomise_norms(_DenseBlock(extra=True)).eval()
+    fast = optimize(model)
+    assert not any("buffer" in n for n in fast.notes)
+    assert all(isinstance(n.args[0], (list, tuple)) for n in fast.model.graph.nodes  # lists of maps, as before
+               if n.op == "call_module" and isinstance(fast.model.get_submodule(n.target), ConcatBatchNorm))
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_densenet121_has_one_buffer_per_dense_block():
+    """DenseNet-121's four dense blocks (Huang et al. 2017, Table 1)."""
+    fast = optimize(create_model("densenet121"))
+    assert "4 dense blocks concatenating into one buffer each" in fast.notes
+    made = [n for n in fast.model.graph.nodes if getattr(n.target, "__name__", "") == "_block_buffer"]
+    assert len(made) == 4
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_freed_memory_is_kept_for_the_next_pass():
     """In a fresh process: a second pass over 64 MiB tensors faults in fresh pages with the C library's defaults

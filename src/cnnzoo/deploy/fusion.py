@@ -25,8 +25,8 @@ import operator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PackedConv2d", "ConcatBatchNorm", "fuse_convolutions", "fuse_concat_norms", "module_calls",
-           "replace_module"]
+__all__ = ["PackedConv2d", "ConcatBatchNorm", "fuse_convolutions", "fuse_concat_norms", "share_concat_buffers",
+           "module_calls", "replace_module"]
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
 _ADD_FUNCTIONS = {operator.add, torch.add}  # FX records `a += b` on its proxies as operator.add too
@@ -116,12 +116,18 @@ class ConcatBatchNorm(nn.Module):
         self.register_buffer("scale", scale.to(dtype).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("shift", shift.to(dtype).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, parts: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
-        z = torch.cat(parts, 1)
+    def forward(self, parts: list[Tensor] | tuple[Tensor, ...] | Tensor) -> Tensor:
+        """`parts` to concatenate, or the concatenation already made: a view of a dense block's shared buffer
+        (`share_concat_buffers`), which is read, not written."""
+        shared = isinstance(parts, Tensor)
+        z = parts if shared else torch.cat(parts, 1)
         if z.dim() != 4 or z.shape[1] != self.scale.shape[1] or z.dtype != self.scale.dtype:
             z = self.norm(z)  # not the shapes or dtype the affine form was made for: as the original computed it
             return torch.relu_(z) if self.relu else z
-        torch.addcmul(self.shift, z, self.scale, out=z)  # z is this call's own tensor: nothing else reads it
+        if shared:
+            z = torch.addcmul(self.shift, z, self.scale)
+        else:
+            torch.addcmul(self.shift, z, self.scale, out=z)  # z is this call's own tensor: nothing else reads it
         return z.relu_() if self.relu else z
 
     def extra_repr(self) -> str:
@@ -198,6 +204,88 @@ def fuse_concat_norms(gm: torch.fx.GraphModule) -> int:
         gm.delete_all_unused_submodules()
         gm.recompile()
     return done
+
+
+def share_concat_buffers(gm: torch.fx.GraphModule) -> int:
+    """Give each dense block one buffer for all its concatenations, in place. Returns how many blocks took one.
+
+    A dense block concatenates a growing list of feature maps before every layer: [f0], [f0, f1], [f0, f1, f2],
+    ... each `torch.cat` copying every map again. After `fuse_concat_norms` these are `ConcatBatchNorm` calls on
+    lists that extend one another. Here each feature map is instead copied once, when it is computed, into its
+    channels of a buffer as wide as the longest list (allocated when f0 is ready, in f0's memory format), and each
+    `ConcatBatchNorm` reads the buffer's first channels, the concatenation it would have made. Taken only where
+    every list of the group is a prefix of the longest, each list is one map longer than the last (so each map's
+    channels are known from the batch norm that reads up to it), and the maps have no reader but these calls
+    (nothing else can see or change them, and each can be freed as soon as it is in the buffer)."""
+    import torch.fx
+
+    graph = gm.graph
+    groups: dict[object, list] = {}
+    for node in graph.nodes:
+        if (node.op == "call_module" and type(gm.get_submodule(node.target)) is ConcatBatchNorm
+                and isinstance(node.args[0], (list, tuple)) and node.args[0]
+                and all(isinstance(a, torch.fx.Node) for a in node.args[0])):
+            groups.setdefault(node.args[0][0], []).append(node)
+    done = 0
+    for first, calls in groups.items():
+        calls.sort(key=lambda n: len(n.args[0]))
+        maps = list(calls[-1].args[0])
+        ends = {}  # map index -> its last channel + 1, from the batch norm that reads up to it
+        for call in calls:
+            parts = list(call.args[0])
+            if parts != maps[:len(parts)] or len(parts) - 1 in ends:
+                ends = {}
+                break
+            ends[len(parts) - 1] = gm.get_submodule(call.target).scale.shape[1]
+        ours = set(calls)
+        if (len(calls) < 2 or sorted(ends) != list(range(len(maps)))
+                or any(ends[i] <= (ends[i - 1] if i else 0) for i in ends)
+                or any(set(m.users) - ours for m in maps)):
+            continue
+        with graph.inserting_after(first):
+            written = [graph.call_function(_block_buffer, (first, ends[len(maps) - 1], ends[0]))]
+        for i in range(1, len(maps)):
+            order = {n: j for j, n in enumerate(graph.nodes)}
+            after = max(maps[i], written[-1], key=order.__getitem__)
+            with graph.inserting_after(after):
+                written.append(graph.call_function(_block_write, (written[-1], maps[i], ends[i - 1], ends[i])))
+        for call in calls:
+            last = len(call.args[0]) - 1
+            with graph.inserting_before(call):
+                view = graph.call_function(_block_prefix, (written[last], ends[last]))
+            call.args = (view,)
+        done += 1
+    if done:
+        graph.lint()
+        gm.recompile()
+    return done
+
+
+def _block_buffer(first: Tensor, channels: int, filled: int) -> Tensor:
+    """A dense block's buffer of `channels` channels, in `first`'s memory format, with `first` in its first ones."""
+    if first.dim() != 4 or first.shape[1] != filled:
+        raise ValueError(f"a dense block's first feature map should have shape (N, {filled}, H, W), "
+                         f"got {tuple(first.shape)}")
+    n, _, h, w = first.shape
+    nhwc = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    buffer = torch.empty((n, channels, h, w), dtype=first.dtype, device=first.device,
+                         memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    buffer[:, :filled].copy_(first)
+    return buffer
+
+
+def _block_write(buffer: Tensor, features: Tensor, start: int, end: int) -> Tensor:
+    """`features` copied into channels start..end of the block's buffer (which is returned, now holding them)."""
+    if features.shape[1] != end - start or features.shape[0] != buffer.shape[0] or \
+            features.shape[2:] != buffer.shape[2:]:
+        raise ValueError(f"a dense layer's output should have shape {(buffer.shape[0], end - start, *buffer.shape[2:])}"
+                         f", got {tuple(features.shape)}")
+    buffer[:, start:end].copy_(features)
+    return buffer
+
+
+def _block_prefix(buffer: Tensor, channels: int) -> Tensor:
+    return buffer[:, :channels]
 
 
 def _cat_dim(node) -> int | None:

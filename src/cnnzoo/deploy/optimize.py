@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from cnnzoo.checks import InputCheck
-from cnnzoo.deploy.fusion import PackedConv2d, fuse_concat_norms, fuse_convolutions, module_calls, replace_module
+from cnnzoo.deploy.fusion import (PackedConv2d, fuse_concat_norms, fuse_convolutions, module_calls, replace_module,
+                                  share_concat_buffers)
 from cnnzoo.deploy.memory import keep_freed_memory
 
 __all__ = ["OptimizedModel", "bf16_support", "fold_batchnorm", "optimize"]
@@ -143,6 +144,10 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
             if normed:
                 notes.append(f"{normed} concatenation{'s' if normed != 1 else ''} with the batch norm after "
                              f"{'it' if normed == 1 else 'them'} applied in place")
+            shared = share_concat_buffers(net) if normed else 0
+            if shared:
+                notes.append(f"{shared} dense block{'s' if shared != 1 else ''} concatenating into one buffer "
+                             f"{'each' if shared != 1 else ''}".rstrip())
     if keep_memory and device.type == "cpu":
         notes.append(keep_freed_memory()[1])
     if compile:
