@@ -257,3 +257,32 @@ def test_compiled_fast_path_agrees_with_eager():
     fast = optimize(model, compile=True)
     assert "torch.compile" in fast.notes
     torch.testing.assert_close(fast(x), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+class _Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm, self.head = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.norm(self.conv(x))).mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_each_compiled_model_is_compiled_however_many_share_its_code(monkeypatch):
+    """torch.compile keeps its compiled graphs per Python function and recompiles up to a limit (8): every net of
+    one family shares its forward, so the ninth compiled ResNet of a process ran uncompiled, in silence (seen in
+    benchmarks/fast_path.py). Here with the limit at 1: the second instance must still be compiled."""
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, 8, 8)
+    for seed in range(2):
+        torch.manual_seed(seed)
+        model = _Small().eval()
+        fast = optimize(model, compile=True)
+        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == before + 1, f"instance {seed} not compiled"

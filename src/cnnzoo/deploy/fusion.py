@@ -16,6 +16,8 @@ differences only (oneDNN adds the shortcut to the accumulated sum before storing
 norm (and a ReLU). The batch norm cannot fold into a convolution (none precedes it), and eval-mode batch norm
 writes a new tensor the size of the whole concatenation, for every layer of a dense block. `ConcatBatchNorm`
 scales and shifts the fresh concatenation in place while it is still in cache, and applies the ReLU in place.
+`share_concat_buffers` then removes the concatenations themselves from a dense block: each feature map is copied
+once into its channels of one buffer per block, and each layer reads the buffer's first channels.
 """
 
 from __future__ import annotations

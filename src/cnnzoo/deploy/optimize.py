@@ -152,6 +152,13 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
         notes.append(keep_freed_memory()[1])
     if compile:
         notes.append("torch.compile")
+        if graph is not None:
+            # torch.compile keeps its graphs per Python function and recompiles for a new instance only up to a
+            # limit (8), after which it runs the function uncompiled, without a word: every ResNet shares one
+            # forward. A GraphModule's forward is generated for it alone.
+            from torch.fx import GraphModule
+
+            net = GraphModule(net, graph)
     return OptimizedModel(net, dtype=chosen, channels_last=channels_last, compiled=compile, notes=tuple(notes),
                           check=check)
 
