@@ -27,8 +27,8 @@ import operator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PackedConv2d", "ConcatBatchNorm", "fuse_convolutions", "fuse_concat_norms", "share_concat_buffers",
-           "module_calls", "replace_module"]
+__all__ = ["PackedConv2d", "ConcatBatchNorm", "BlockBuffer", "BlockWrite", "fuse_convolutions", "fuse_concat_norms",
+           "share_concat_buffers", "module_calls", "replace_module"]
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
 _ADD_FUNCTIONS = {operator.add, torch.add}  # FX records `a += b` on its proxies as operator.add too
@@ -244,17 +244,20 @@ def share_concat_buffers(gm: torch.fx.GraphModule) -> int:
                 or any(ends[i] <= (ends[i - 1] if i else 0) for i in ends)
                 or any(set(m.users) - ours for m in maps)):
             continue
+        block = f"dense_block_{done}"
+        gm.add_submodule(f"{block}_buffer", BlockBuffer(ends[len(maps) - 1], ends[0]))
         with graph.inserting_after(first):
-            written = [graph.call_function(_block_buffer, (first, ends[len(maps) - 1], ends[0]))]
+            written = [graph.call_module(f"{block}_buffer", (first,))]
         for i in range(1, len(maps)):
             order = {n: j for j, n in enumerate(graph.nodes)}
             after = max(maps[i], written[-1], key=order.__getitem__)
+            gm.add_submodule(f"{block}_write{i}", BlockWrite(ends[i - 1], ends[i]))
             with graph.inserting_after(after):
-                written.append(graph.call_function(_block_write, (written[-1], maps[i], ends[i - 1], ends[i])))
+                written.append(graph.call_module(f"{block}_write{i}", (written[-1], maps[i])))
         for call in calls:
             last = len(call.args[0]) - 1
             with graph.inserting_before(call):
-                view = graph.call_function(_block_prefix, (written[last], ends[last]))
+                view = graph.call_function(operator.getitem, (written[last], (slice(None), slice(None, ends[last]))))
             call.args = (view,)
         done += 1
     if done:
@@ -263,31 +266,45 @@ def share_concat_buffers(gm: torch.fx.GraphModule) -> int:
     return done
 
 
-def _block_buffer(first: Tensor, channels: int, filled: int) -> Tensor:
-    """A dense block's buffer of `channels` channels, in `first`'s memory format, with `first` in its first ones."""
-    if first.dim() != 4 or first.shape[1] != filled:
-        raise ValueError(f"a dense block's first feature map should have shape (N, {filled}, H, W), "
-                         f"got {tuple(first.shape)}")
-    n, _, h, w = first.shape
-    nhwc = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
-    buffer = torch.empty((n, channels, h, w), dtype=first.dtype, device=first.device,
-                         memory_format=torch.channels_last if nhwc else torch.contiguous_format)
-    buffer[:, :filled].copy_(first)
-    return buffer
+class BlockBuffer(nn.Module):
+    """A dense block's buffer of `channels` channels, in the first feature map's memory format, with that map in
+    its first `filled` channels (a module, not a function, so that the graph survives a pickle's re-trace)."""
+
+    def __init__(self, channels: int, filled: int):
+        super().__init__()
+        self.channels, self.filled = channels, filled
+
+    def forward(self, first: Tensor) -> Tensor:
+        if first.dim() != 4 or first.shape[1] != self.filled:
+            raise ValueError(f"a dense block's first feature map should have shape (N, {self.filled}, H, W), "
+                             f"got {tuple(first.shape)}")
+        n, _, h, w = first.shape
+        nhwc = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+        buffer = torch.empty((n, self.channels, h, w), dtype=first.dtype, device=first.device,
+                             memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        buffer[:, :self.filled].copy_(first)
+        return buffer
+
+    def extra_repr(self) -> str:
+        return f"{self.channels} channels, the first {self.filled} from the block's input"
 
 
-def _block_write(buffer: Tensor, features: Tensor, start: int, end: int) -> Tensor:
-    """`features` copied into channels start..end of the block's buffer (which is returned, now holding them)."""
-    if features.shape[1] != end - start or features.shape[0] != buffer.shape[0] or \
-            features.shape[2:] != buffer.shape[2:]:
-        raise ValueError(f"a dense layer's output should have shape {(buffer.shape[0], end - start, *buffer.shape[2:])}"
-                         f", got {tuple(features.shape)}")
-    buffer[:, start:end].copy_(features)
-    return buffer
+class BlockWrite(nn.Module):
+    """A dense layer's output copied into channels start..end of its block's buffer, which it returns."""
 
+    def __init__(self, start: int, end: int):
+        super().__init__()
+        self.start, self.end = start, end
 
-def _block_prefix(buffer: Tensor, channels: int) -> Tensor:
-    return buffer[:, :channels]
+    def forward(self, buffer: Tensor, features: Tensor) -> Tensor:
+        expected = (buffer.shape[0], self.end - self.start, *buffer.shape[2:])
+        if tuple(features.shape) != expected:
+            raise ValueError(f"a dense layer's output should have shape {expected}, got {tuple(features.shape)}")
+        buffer[:, self.start:self.end].copy_(features)
+        return buffer
+
+    def extra_repr(self) -> str:
+        return f"channels {self.start}..{self.end}"
 
 
 def _cat_dim(node) -> int | None:
