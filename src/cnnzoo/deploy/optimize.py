@@ -154,8 +154,8 @@ def optimize(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = Tr
         notes.append("torch.compile")
         if graph is not None:
             # torch.compile keeps its graphs per Python function and recompiles for a new instance only up to a
-            # limit (8), after which it runs the function uncompiled, without a word: every ResNet shares one
-            # forward. A GraphModule's forward is generated for it alone.
+            # limit (8), after which it runs the function uncompiled with no more than a logged warning: every
+            # ResNet shares one forward. A GraphModule's forward is generated for it alone.
             from torch.fx import GraphModule
 
             net = GraphModule(net, graph)
