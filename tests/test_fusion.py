@@ -138,6 +138,27 @@ def test_packed_weights_follow_the_input_shape():
         assert conv._packed[0] == (batch, 8, side, side)
 
 
+@pytest.mark.parametrize("add", [False, True])
+def test_a_small_1x1_convolution_runs_unpacked_and_a_large_one_packed(add):
+    """Below SMALL_1X1_MACS a 1x1 convolution runs as eager does (oneDNN's call costs more than the work there),
+    with the same sum and ReLU; the answers are the same either way."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 1).eval()
+    fused = PackedConv2d(conv, add=add, relu=True)
+    for shape, packed in (((1, 16, 8, 8), False), ((8, 16, 64, 64), True)):  # 16K and 8.4M multiply-adds
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        others = [torch.randn(shape), torch.randn(1, 16, 1, 1)] if add else [None]  # the second broadcasts
+        for other in others:
+            kept = None if other is None else other.clone()
+            with torch.no_grad():
+                expected = torch.relu(conv(x) + other if add else conv(x))
+                got = fused(x, other) if add else fused(x)
+            assert (fused._packed[2] is not None) == packed, shape
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            if other is not None:
+                assert torch.equal(other, kept)  # the sum went into the convolution's own output
+
+
 def test_a_used_fast_path_copies_and_pickles():
     """The packed weights (opaque oneDNN tensors) are left out of copies and pickles and packed again when used."""
     torch.manual_seed(0)

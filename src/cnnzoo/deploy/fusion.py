@@ -22,9 +22,11 @@ once into its channels of one buffer per block, and each layer reads the buffer'
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["PackedConv2d", "ConcatBatchNorm", "BlockBuffer", "BlockWrite", "fuse_convolutions", "fuse_concat_norms",
@@ -32,6 +34,7 @@ __all__ = ["PackedConv2d", "ConcatBatchNorm", "BlockBuffer", "BlockWrite", "fuse
 
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
 _ADD_FUNCTIONS = {operator.add, torch.add}  # FX records `a += b` on its proxies as operator.add too
+SMALL_1X1_MACS = 8_000_000  # below it a 1x1 convolution runs unpacked (PackedConv2d._small; measured crossover 4-16M)
 
 
 class PackedConv2d(nn.Module):
@@ -39,7 +42,9 @@ class PackedConv2d(nn.Module):
 
     `forward(x)` or, when the sum is fused, `forward(x, other)`. The packed weights are made at the first call for
     each new input shape (the layout oneDNN picks depends on it) and kept; the original weights stay in `.conv`,
-    which is what the state dict, parameter counts and a later repacking read.
+    which is what the state dict, parameter counts and a later repacking read. A 1x1 convolution too small for
+    oneDNN's cost per call (under SMALL_1X1_MACS multiply-adds at that shape) runs as eager runs it, with the
+    sum and ReLU applied in place on its output.
     """
 
     def __init__(self, conv: nn.Conv2d, *, add: bool = False, relu: bool = False):
@@ -49,37 +54,60 @@ class PackedConv2d(nn.Module):
         self.conv = conv
         self.add = add
         self.relu = relu
-        self._packed: tuple[tuple[int, ...], torch.dtype, Tensor] | None = None
+        self._packed: tuple | None = None  # see _plan
 
     def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:
-        c = self.conv
-        weight = self._weight_for(x)
-        args = (list(c.padding), list(c.stride), list(c.dilation), c.groups)
-        if self.add and other is not None and other.shape == self._output_shape(x) and other.dtype == x.dtype:
-            return torch.ops.mkldnn._convolution_pointwise.binary(
-                x, other, weight, c.bias, *args, "add", 1.0, "relu" if self.relu else None, [], None)
-        out = torch.ops.mkldnn._convolution_pointwise(
-            x, weight, c.bias, *args, "relu" if self.relu and not self.add else "none", [], "")
-        if self.add:  # a sum that broadcasts, or one of another dtype: as the original graph computed it
-            out = out + other
-            if self.relu:
-                out = torch.relu(out)
-        return out
+        plan = self._packed
+        if plan is None or plan[0] != x.shape or plan[1] != x.dtype:
+            plan = self._plan(x)
+        return plan[3](x, other)
 
     def __getstate__(self):  # copy.deepcopy and pickle: oneDNN's packed weights have no storage to copy or save
         state = self.__dict__.copy()
         state["_packed"] = None  # packed again at the next call
         return state
 
-    def _weight_for(self, x: Tensor) -> Tensor:
-        key = (tuple(x.shape), x.dtype)
-        packed = self._packed
-        if packed is None or packed[:2] != key:
-            c = self.conv
-            weight = torch.ops.mkldnn._reorder_convolution_weight(
-                c.weight.detach(), list(c.padding), list(c.stride), list(c.dilation), c.groups, list(x.shape))
-            packed = self._packed = (*key, weight)
-        return packed[2]
+    def _plan(self, x: Tensor) -> tuple:
+        """What calls on `x`'s shape and dtype run, made once and kept: (shape, dtype, the packed weights or None,
+        run(x, other)). Everything a call needs is bound here, so a call costs one comparison and one function call
+        besides the convolution (the deep CIFAR nets at batch 1 make thousands of calls of tens of microseconds)."""
+        c = self.conv
+        weight, bias, add, relu = c.weight, c.bias, self.add, self.relu
+        if self._small(x):
+            stride, padding, dilation, groups = c.stride, c.padding, c.dilation, c.groups
+            packed = None
+
+            def run(x: Tensor, other: Tensor | None) -> Tensor:  # as eager runs it, the epilogue in place
+                out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+                if add:
+                    out = out.add_(other) if other.shape == out.shape and other.dtype == out.dtype else out + other
+                return out.relu_() if relu else out
+        else:
+            args = (list(c.padding), list(c.stride), list(c.dilation), c.groups)
+            packed = torch.ops.mkldnn._reorder_convolution_weight(weight.detach(), *args, list(x.shape))
+            unary, binary = torch.ops.mkldnn._convolution_pointwise.default, torch.ops.mkldnn._convolution_pointwise.binary
+            out_shape, activation = self._output_shape(x), "relu" if relu and not add else "none"
+
+            def run(x: Tensor, other: Tensor | None) -> Tensor:
+                if add and other is not None and other.shape == out_shape and other.dtype == x.dtype:
+                    return binary(x, other, packed, bias, *args, "add", 1.0, "relu" if relu else None, [], None)
+                out = unary(x, packed, bias, *args, activation, [], "")
+                if add:  # a sum that broadcasts, or one of another dtype: as the original graph computed it
+                    out = out + other
+                    if relu:
+                        out = torch.relu(out)
+                return out
+        self._packed = (tuple(x.shape), x.dtype, packed, run)
+        return self._packed
+
+    def _small(self, x: Tensor) -> bool:
+        """A 1x1 convolution of fewer than SMALL_1X1_MACS multiply-adds: oneDNN's fused call costs some 45 us more
+        than eager's convolution there (a 16->16 one over 8x8: 50 against 15-20 us, one thread), which the deep
+        CIFAR nets at batch 1 pay hundreds of times a pass. Larger ones, and every 3x3, gain from packing."""
+        c = self.conv
+        if tuple(c.kernel_size) != (1, 1) or x.dim() != 4:
+            return False
+        return math.prod(self._output_shape(x)) * (c.in_channels // c.groups) < SMALL_1X1_MACS
 
     def _output_shape(self, x: Tensor) -> tuple[int, ...]:
         c = self.conv
