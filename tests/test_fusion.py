@@ -4,6 +4,7 @@ must not."""
 
 import copy
 import io
+import math
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from cnnzoo import create_model
 from cnnzoo.deploy import optimize
-from cnnzoo.deploy.fusion import BlockBuffer, BlockWrite, ConcatBatchNorm, PackedConv2d
+from cnnzoo.deploy.fusion import SMALL_1X1_MACS, BlockBuffer, BlockWrite, ConcatBatchNorm, PackedConv2d
 from helpers import randomise_norms
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
@@ -145,7 +146,8 @@ def test_a_small_1x1_convolution_runs_unpacked_and_a_large_one_packed(add):
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 1).eval()
     fused = PackedConv2d(conv, add=add, relu=True)
-    for shape, packed in (((1, 16, 8, 8), False), ((8, 16, 64, 64), True)):  # 16K and 8.4M multiply-adds
+    for shape, packed in (((1, 16, 8, 8), False), ((8, 16, 64, 64), True)):
+        assert (math.prod(shape) * 16 >= SMALL_1X1_MACS) == packed  # multiply-adds: 16 input channels per output
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
         others = [torch.randn(shape), torch.randn(1, 16, 1, 1)] if add else [None]  # the second broadcasts
         for other in others:
@@ -281,7 +283,10 @@ def test_a_dense_block_concatenates_into_one_buffer(channels_last):
     model = randomise_norms(_DenseBlock()).eval()
     fast = optimize(model, channels_last=channels_last)
     assert "1 dense block concatenating into one buffer" in fast.notes
-    assert "torch.cat" not in fast.model.code  # each map is copied once, into its channels of the buffer
+    reads = [n.args[0] for n in fast.model.graph.nodes
+             if n.op == "call_module" and isinstance(fast.model.get_submodule(n.target), ConcatBatchNorm)]
+    assert len(reads) == 4 and not any(isinstance(r, (list, tuple)) for r in reads)  # views of the buffer, no lists
+    assert sum(isinstance(m, BlockWrite) for m in fast.modules()) == 3  # each layer's output, copied in once
     for shape in ((2, 4, 7, 7), (1, 4, 5, 9)):
         x = torch.randn(shape)
         with torch.no_grad():

@@ -44,7 +44,7 @@ def test_three_forms_compute_the_same_function(shape, mode):
     c_in, c_out, cardinality, width, stride = shape
     torch.manual_seed(0)
     reference = randomise_norms(GroupedConvBlock(c_in, c_out, cardinality=cardinality, bottleneck_width=width,
-                                                  stride=stride))
+                                                 stride=stride))
     x0 = torch.randn(2, c_in, 9, 9)
     outputs, grads, states = [], [], []
     for form in FORMS:
@@ -231,7 +231,7 @@ def test_resnext29_stochastic_depth_decays_linearly():
 def test_dropped_block_is_the_shortcut_and_eval_scales_the_branch(monkeypatch):
     torch.manual_seed(3)
     block = randomise_norms(GroupedConvBlock(8, 16, cardinality=2, bottleneck_width=2, stride=2,
-                                              survival_prob=0.5))
+                                             survival_prob=0.5))
     x = torch.randn(2, 8, 8, 8)
     block.eval()
     with torch.no_grad():

@@ -22,9 +22,10 @@ weights already in place: building, not timing, was most of a short configuratio
 path (the fast path's copy, the ONNX Runtime session), gives freed memory back (malloc_trim) and resets its peak
 RSS (`/proc/self/clear_refs`), then runs; `peak_memory_bytes` is its highest RSS (VmHWM) less what its RSS would
 have been before the model was built (its starting RSS less the anonymous memory the build added to the server):
-weights, what the path keeps, input, activations, workspaces, and a training step's gradients and momentum. A child that dies (out of memory, a crash) gives a row with the reason. On CUDA the
-configurations run in this process, one after the other (a fresh CUDA context each would cost more than the
-run), and the peak is `torch.cuda.max_memory_allocated` less what was allocated before the model was built.
+weights, what the path keeps, input, activations, workspaces, and a training step's gradients and momentum. A
+child that dies (out of memory, a crash) gives a row with the reason. On CUDA the configurations run in this
+process, one after the other (a fresh CUDA context each would cost more than the run), and the peak is
+`torch.cuda.max_memory_allocated` less what was allocated before the model was built.
 
 Throughput against the machine: `flops_per_image` comes from the profiler (`cnnzoo.profile`, the model's one
 trace: the forward's FLOPs in inference, `train_flops` in training, the same for every path, so GFLOP/s compare

@@ -85,7 +85,8 @@ class PackedConv2d(nn.Module):
         else:
             args = (list(c.padding), list(c.stride), list(c.dilation), c.groups)
             packed = torch.ops.mkldnn._reorder_convolution_weight(weight.detach(), *args, list(x.shape))
-            unary, binary = torch.ops.mkldnn._convolution_pointwise.default, torch.ops.mkldnn._convolution_pointwise.binary
+            pointwise = torch.ops.mkldnn._convolution_pointwise
+            unary, binary = pointwise.default, pointwise.binary
             out_shape, activation = self._output_shape(x), "relu" if relu and not add else "none"
 
             def run(x: Tensor, other: Tensor | None) -> Tensor:
