@@ -216,3 +216,8 @@ def input_range(model: nn.Module, axis: int = 0) -> tuple[int, int | None]:
         if isinstance(hook, InputCheck):
             return hook.accepted_range(model, axis)
     raise ValueError("this model was not built by cnnzoo.create_model, so its accepted input sizes are unknown")
+
+
+def input_check(model: nn.Module) -> InputCheck | None:
+    """The model's own input check (a forward pre-hook cnnzoo.create_model installs), if it has one."""
+    return next((h for h in model._forward_pre_hooks.values() if isinstance(h, InputCheck)), None)

@@ -58,8 +58,9 @@ import torch
 from torch import nn
 
 from cnnzoo.analysis.counting import meta_model
-from cnnzoo.analysis.rules import MAX_TENSOR_BYTES, OP_CLASSES, TooLarge, input_check, report_field, suspended
+from cnnzoo.analysis.rules import MAX_TENSOR_BYTES, OP_CLASSES, TooLarge, report_field, suspended
 from cnnzoo.analysis.trace import Node, Trace, run_trace
+from cnnzoo.checks import input_check
 
 __all__ = ["profile", "Profile", "LayerRecord", "ProfileError", "SizeError", "OP_CLASSES", "MAX_TENSOR_BYTES"]
 

@@ -52,11 +52,6 @@ def leaf_class(m: nn.Module) -> str | None:
     return None
 
 
-def input_check(model: nn.Module) -> InputCheck | None:
-    """The model's own input check (a forward pre-hook cnnzoo.create_model installs), if it has one."""
-    return next((h for h in model._forward_pre_hooks.values() if isinstance(h, InputCheck)), None)
-
-
 class suspended:
     """Suspend every InputCheck of the model: the profiler checks the input once, before the run."""
 

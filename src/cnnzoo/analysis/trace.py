@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnzoo.analysis.rules import (FAST, INPUT_INFO, OP_CLASSES, SHORTCUTS, TooLarge, arg_shapes, check_fits,
-                                   first_tensor, generic_rf, input_check, leaf_class, op_spec, report_field, suspended, tensors)
-from cnnzoo.checks import InputCheck
+                                   first_tensor, generic_rf, leaf_class, op_spec, report_field, suspended, tensors)
+from cnnzoo.checks import InputCheck, input_check
 
 __all__ = ["trace", "Trace", "Node", "NODE_KINDS"]
 

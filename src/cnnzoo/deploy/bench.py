@@ -476,7 +476,7 @@ def _settle_input_check(model: torch.nn.Module | None, config: BenchConfig) -> N
     the native one its first call runs the model on the meta device, which imports torch's shape machinery (some
     170 MB of Python code, once per process); done in a child, that would count as the model's memory. The
     check keeps its answer, which every child inherits; a size that does not fit is left for the child to report."""
-    from cnnzoo.analysis.rules import input_check
+    from cnnzoo.checks import input_check
 
     check = input_check(model) if model is not None else None
     if check is None:

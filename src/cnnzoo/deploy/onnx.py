@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from cnnzoo.checks import input_check
+
 EXTRA = "pip install 'cnnzoo[export]'"
 DEFAULT_TOLERANCE = 1e-4  # max |ONNX Runtime - eager| / max |eager logit|
 DEFAULT_OPSET = 20  # torch's default, and the newest the TorchScript exporter writes: a fallback keeps the opset
@@ -209,14 +211,8 @@ def _resolve(source) -> tuple[nn.Module, str]:
     return create_model(text), text
 
 
-def _input_check(model: nn.Module):
-    from cnnzoo.checks import InputCheck
-
-    return next((h for h in model._forward_pre_hooks.values() if isinstance(h, InputCheck)), None)
-
-
 def _registered_name(model: nn.Module) -> str | None:
-    check = _input_check(model)
+    check = input_check(model)
     return check.model_name if check is not None else None
 
 
@@ -226,7 +222,7 @@ def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
         if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
             raise ValueError(f"input_size must be three positive integers (C, H, W), got {input_size!r}")
         return size
-    check = _input_check(model)
+    check = input_check(model)
     if check is None:
         raise ValueError("this model was not built by cnnzoo.create_model, so its input size is unknown; "
                          "pass input_size=(C, H, W)")
@@ -236,7 +232,7 @@ def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
 def _export(model: nn.Module, example: Tensor, file: str, *, dynamic_batch: bool, opset: int,
             exporter: str) -> tuple[str, str | None]:
     """Write `model` to `file` with the chosen exporter; returns (exporter used, why dynamo was not)."""
-    check = _input_check(model)
+    check = input_check(model)
 
     def unchecked():  # the batch was checked by the eager run; the hook's checks would only clutter the graph
         return check.suspended() if check is not None else contextlib.nullcontext()

@@ -33,7 +33,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from cnnzoo.checks import InputCheck
+from cnnzoo.checks import InputCheck, input_check
 from cnnzoo.deploy.fusion import (PackedConv2d, fuse_concat_norms, fuse_convolutions, module_calls, replace_module,
                                   share_concat_buffers)
 from cnnzoo.deploy.memory import keep_freed_memory
@@ -227,7 +227,7 @@ def _trace(model: nn.Module):
     """The net's FX graph in eval mode, or None and why it could not be traced."""
     import torch.fx
 
-    check = _input_check(model)
+    check = input_check(model)
     try:  # the graph alone: a GraphModule (symbolic_trace) would also generate and compile its code
         with check.suspended() if check is not None else contextlib.nullcontext():
             return torch.fx.Tracer().trace(model), ""
@@ -281,10 +281,6 @@ def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
     conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
     conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
-
-
-def _input_check(model: nn.Module) -> InputCheck | None:
-    return next((h for h in model._forward_pre_hooks.values() if isinstance(h, InputCheck)), None)
 
 
 def _take_input_check(model: nn.Module) -> InputCheck | None:
